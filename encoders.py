@@ -1,0 +1,165 @@
+"""Encoders: the simulation's MLP, the image/text experiment's image and text encoders."""
+from torch import nn
+
+
+def get_mlp(n_in, n_out, layers, output_normalization=None, slope=0.01):
+    """Fully connected encoder: Linear layers of widths `layers` with LeakyReLU between.
+
+    An `nn.Sequential` of alternating Linear/LeakyReLU modules, so the state dict
+    keys are 0.weight, 0.bias, 2.weight, ... as in the published checkpoints.
+    """
+    modules, width = [], n_in
+    for hidden in layers:
+        modules += [nn.Linear(width, hidden), nn.LeakyReLU(negative_slope=slope)]
+        width = hidden
+    modules.append(nn.Linear(width, n_out))
+    if output_normalization is not None:
+        raise ValueError(f"unsupported output_normalization: {output_normalization}")
+    return nn.Sequential(*modules)
+
+
+def simulation_encoder(latent_dim, encoding_size):
+    """The paper's simulation encoder: hidden widths [10d, 50d, 50d, 50d, 50d, 10d]."""
+    d = latent_dim
+    return get_mlp(d, encoding_size, [10 * d, 50 * d, 50 * d, 50 * d, 50 * d, 10 * d])
+
+
+# ---------------------------------------------------------------------------
+# Image/text experiment
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torchvision.models import resnet18  # noqa: E402
+
+TEXT_ENCODERS = ("conv", "gru")
+PAD_INDEX = 0  # the `{pad}` token (datasets.PAD)
+
+
+def image_encoder(hidden_size, encoding_size):
+    """ResNet-18 (random init, `num_classes=hidden_size`) -> LeakyReLU -> Linear.
+
+    An `nn.Sequential`, so the keys (0.conv1.weight, ..., 2.weight, 2.bias) are
+    those of the published checkpoints (after removing DataParallel's `module.`).
+    Works for any image size (ResNet ends in adaptive average pooling).
+    """
+    return nn.Sequential(resnet18(num_classes=hidden_size), nn.LeakyReLU(),
+                         nn.Linear(hidden_size, encoding_size))
+
+
+class TokenEmbedding(nn.Linear):
+    """A Linear layer on one-hot token vectors, computed as an embedding lookup.
+
+    Parameters (weight: dim x vocab_size, bias: dim) and initialisation are
+    those of `nn.Linear(vocab_size, dim)`, the published layer, so published
+    checkpoints load. Integer token indices (..., L) are looked up in
+    weight.T, which equals multiplying their one-hot vectors by the weight but
+    never builds them; float inputs (one-hot or soft, ..., L, vocab_size) go
+    through the plain linear map.
+    """
+
+    def forward(self, x):
+        if x.is_floating_point():
+            return F.linear(x, self.weight, self.bias)
+        return F.embedding(x, self.weight.t()) + self.bias
+
+    def pad_vector(self):
+        """The embedding of the `{pad}` token."""
+        return self.weight[:, PAD_INDEX] + self.bias
+
+
+def _conv_out(n):
+    """Size after Conv2d(kernel 4, stride 2, padding 1)."""
+    return (n + 2 - 4) // 2 + 1
+
+
+class TextEncoder2D(nn.Module):
+    """The paper's conv text encoder ("4-layer ConvNet") for any sequence length.
+
+    Token embedding to `embedding_dim`, viewed as a 1-channel
+    sequence_length x embedding_dim image; three Conv2d(4, stride 2, padding 1)
+    with fbase, 2 fbase, 4 fbase channels, each followed by BatchNorm2d and
+    ReLU; flatten; Linear to `output_size`. Module names and parameter shapes
+    are those of the published encoder: for sequence lengths 24..31 (the only
+    ones it accepted) the flattened size is 100 x 3 x 16 = 4800 and published
+    weights load and give the same outputs. For other lengths the flattened
+    size follows from the length. Sequences shorter than 8 tokens are padded
+    with `{pad}` embeddings to 8 (three stride-2 convolutions need 8 rows), and
+    inputs shorter than `sequence_length` are padded to it the same way, which
+    is exactly what padding the token sequence with `{pad}` would give.
+    """
+
+    MIN_ROWS = 8
+
+    def __init__(self, input_size, output_size, sequence_length, embedding_dim=128, fbase=25):
+        super().__init__()
+        if sequence_length < 1:
+            raise ValueError(f"sequence_length must be positive, got {sequence_length}")
+        if embedding_dim < self.MIN_ROWS:
+            raise ValueError(f"embedding_dim must be at least {self.MIN_ROWS}, got {embedding_dim}")
+        self.sequence_length = sequence_length
+        self.fbase = fbase
+        self.embedding = TokenEmbedding(input_size, embedding_dim)
+        self.convnet = nn.Sequential(
+            nn.Conv2d(1, fbase, 4, 2, 1, bias=True),
+            nn.BatchNorm2d(fbase),
+            nn.ReLU(True),
+            nn.Conv2d(fbase, fbase * 2, 4, 2, 1, bias=True),
+            nn.BatchNorm2d(fbase * 2),
+            nn.ReLU(True),
+            nn.Conv2d(fbase * 2, fbase * 4, 4, 2, 1, bias=True),
+            nn.BatchNorm2d(fbase * 4),
+            nn.ReLU(True),
+        )
+        self.rows = max(sequence_length, self.MIN_ROWS)
+        h, w = self.rows, embedding_dim
+        for _ in range(3):
+            h, w = _conv_out(h), _conv_out(w)
+        self.ldim = fbase * 4 * h * w
+        self.linear = nn.Linear(self.ldim, output_size)
+
+    def forward(self, x):
+        length = x.shape[1]
+        if length > self.sequence_length:
+            raise ValueError(f"text of {length} tokens is longer than this encoder's "
+                             f"sequence_length {self.sequence_length}")
+        e = self.embedding(x)  # batch x length x embedding_dim
+        if length < self.rows:
+            pad = self.embedding.pad_vector().expand(e.shape[0], self.rows - length, -1)
+            e = torch.cat((e, pad), dim=1)
+        h = self.convnet(e.unsqueeze(1))
+        return self.linear(h.flatten(1))
+
+
+class TextEncoderGRU(nn.Module):
+    """Token embedding -> GRU over the tokens up to `{eos}` -> Linear on the last hidden state.
+
+    Trailing `{pad}` tokens are skipped (packed sequences), so the encoding
+    does not depend on how far a sentence is padded.
+    """
+
+    def __init__(self, input_size, output_size, embedding_dim=128, hidden_size=128):
+        super().__init__()
+        self.embedding = TokenEmbedding(input_size, embedding_dim)
+        self.gru = nn.GRU(embedding_dim, hidden_size, batch_first=True)
+        self.linear = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x):
+        tokens = x.argmax(-1) if x.is_floating_point() else x
+        content = tokens != PAD_INDEX
+        length = tokens.shape[1]
+        # length up to the last non-pad token (at least 1)
+        lengths = torch.where(content.any(1), length - content.flip(1).int().argmax(1),
+                              torch.ones_like(content[:, 0], dtype=torch.long))
+        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(x), lengths.cpu(),
+                                                   batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.linear(h[-1])
+
+
+def text_encoder(kind, vocab_size, encoding_size, sequence_length):
+    """The text encoder of `--text-encoder kind` ("conv" or "gru")."""
+    if kind == "conv":
+        return TextEncoder2D(vocab_size, encoding_size, sequence_length)
+    if kind == "gru":
+        return TextEncoderGRU(vocab_size, encoding_size)
+    raise ValueError(f"unknown text encoder {kind!r}; choose from {', '.join(TEXT_ENCODERS)}")

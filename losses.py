@@ -1,0 +1,79 @@
+"""Contrastive losses: the L_p SimCLR loss of the simulation and the InfoNCE loss of image/text."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pairwise_lp(a, b, p=2.0):
+    """Matrix of sum_k |a_ik - b_jk|^p, without forming the n x m x d difference tensor for p = 2."""
+    if p == 2:
+        sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2.0 * (a @ b.T)
+        return sq.clamp_min(0.0)  # rounding can make tiny distances negative
+    return torch.cdist(a, b, p=p).pow(p)
+
+
+class LpSimCLRLoss(nn.Module):
+    """InfoNCE with negative L_p distances as similarities (Zimmermann et al., 2021).
+
+    loss_i = 2 * (alpha * pos_i / tau + (1 - alpha) * logmeanexp_j(-[neg_i., pos_i] / tau))
+    """
+
+    def __init__(self, p=2, tau=1.0, alpha=0.5, simclr_compatibility_mode=False,
+                 simclr_denominator=True, pow=True):
+        super().__init__()
+        self.p = p
+        self.tau = tau
+        self.alpha = alpha
+        self.simclr_compatibility_mode = simclr_compatibility_mode
+        self.simclr_denominator = simclr_denominator
+        self.pow = pow
+
+    def forward(self, z1, z2_con_z1, z3, z1_rec, z2_con_z1_rec, z3_rec):
+        # The latents themselves are not used; the signature is kept for compatibility.
+        neg = pairwise_lp(z1_rec, z3_rec, self.p)
+        pos = (z1_rec - z2_con_z1_rec).abs().pow(self.p).sum(-1)
+        if not self.pow:
+            neg, pos = neg.pow(1.0 / self.p), pos.pow(1.0 / self.p)
+        if self.simclr_compatibility_mode or self.simclr_denominator:
+            logits = torch.cat((-neg, -pos.unsqueeze(1)), dim=1) / self.tau
+        else:
+            logits = -neg / self.tau
+        loss_pos = pos / self.tau
+        loss_neg = torch.logsumexp(logits, dim=1)
+        if not self.simclr_compatibility_mode:
+            loss_neg = loss_neg - math.log(logits.shape[1])  # logmeanexp
+        loss = 2 * (self.alpha * loss_pos + (1.0 - self.alpha) * loss_neg)
+        return loss.mean(), loss, [loss_pos.mean(), loss_neg.mean()]
+
+
+def symmetric_lp_loss(loss_fn, h1, h2, h1_neg, h2_neg):
+    """The simulation's training objective: the loss averaged over both anchor modalities."""
+    l12 = loss_fn(None, None, None, h1, h2, h1_neg)
+    l21 = loss_fn(None, None, None, h2, h1, h2_neg)
+    return 0.5 * (l12[0] + l21[0])
+
+
+def _similarities(sim_metric, x, y):
+    if isinstance(sim_metric, nn.CosineSimilarity):
+        # Same values as the module on broadcast pairs, as one matrix product.
+        return F.normalize(x, dim=-1, eps=sim_metric.eps) @ F.normalize(y, dim=-1, eps=sim_metric.eps).T
+    return sim_metric(x.unsqueeze(-2), y.unsqueeze(-3))
+
+
+def infonce_loss(z1, z2, sim_metric, criterion, tau=1.0):
+    """2n-way InfoNCE: each sample's positive is its partner in the other modality;
+    negatives are every other sample of both modalities (self-similarity excluded)."""
+    n = z1.shape[0]
+    z = torch.cat((z1, z2), dim=0)
+    logits = _similarities(sim_metric, z, z) / tau
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat((torch.arange(n, 2 * n), torch.arange(0, n))).to(z.device)
+    return criterion(logits, targets)
+
+
+def symmetric_infonce(hz1, hz2, sim_metric, criterion, tau=1.0):
+    """0.5 * (L(hz1, hz2) + L(hz2, hz1)). The 2n-way loss already uses every sample of
+    both modalities as an anchor, so both terms are equal: computing one halves the work."""
+    return infonce_loss(hz1, hz2, sim_metric, criterion, tau)

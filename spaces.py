@@ -1,0 +1,96 @@
+"""Latent spaces of the numerical simulation and the sampling of (z1, z2) pairs.
+
+z = (c, s, m1, m2); a pair shares content c, the second view sees perturbed
+style s~ = s + mask * eps, and each view has its own modality-specific block:
+z1 = (c, s, m1), z2 = (c, s~, m2). Sampling runs in torch on any device.
+"""
+import numpy as np
+import torch
+from scipy.stats import wishart
+
+BLOCKS = ("c", "s", "a", "m1", "m2")  # covariance names: content, style, style change, modalities
+PARAMS_FILE = "latent_space.pt"
+
+
+def _wishart(n, random_state):
+    return torch.as_tensor(np.atleast_2d(wishart.rvs(df=n, scale=np.eye(n), size=1,
+                                                     random_state=random_state)), dtype=torch.float64)
+
+
+def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence,
+                    content_dependent_style, independent_covariances=False):
+    """The parameters of the latent distribution that a training seed fixes.
+
+    By default this is the published recipe: every Wishart draw uses the training
+    seed as its random state, so blocks of equal size share one covariance (the
+    paper's numbers were produced that way). `independent_covariances` draws each
+    block from its own stream instead.
+    """
+    params = {}
+    if statistical_dependence:
+        sizes = {"c": content_n, "s": style_n, "a": style_n, "m1": modality_n, "m2": modality_n}
+        streams = np.random.SeedSequence(seed).spawn(len(BLOCKS))
+        for name, stream in zip(BLOCKS, streams):
+            if sizes[name] > 0:
+                state = np.random.RandomState(stream.generate_state(1)) if independent_covariances else seed
+                params[f"Sigma_{name}"] = _wishart(sizes[name], state)
+    if content_dependent_style:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        params["B"] = torch.randn(style_n, content_n, generator=g)
+        params["a"] = torch.randn(style_n, generator=g)
+    return params
+
+
+class LatentSpace:
+    """Samples batches of latent pairs from a fixed distribution on one device."""
+
+    def __init__(self, content_n, style_n, modality_n, style_change_prob=1.0, c_param=1.0,
+                 m_param=1.0, params=None, device="cpu"):
+        self.content_n, self.style_n, self.modality_n = content_n, style_n, modality_n
+        self.style_change_prob = style_change_prob
+        self.c_param, self.m_param = c_param, m_param
+        self.params = dict(params or {})
+        self.device = torch.device(device)
+        # Cholesky factors in float64 on the CPU: Wishart draws with df = n can be ill-conditioned.
+        self._chol = {name: torch.linalg.cholesky(self.params[f"Sigma_{name}"]).float().to(self.device)
+                      for name in BLOCKS if f"Sigma_{name}" in self.params}
+        self._B = self.params["B"].float().to(self.device) if "B" in self.params else None
+        self._a = self.params["a"].float().to(self.device) if "a" in self.params else None
+
+    @property
+    def view_dim(self):
+        return self.content_n + self.style_n + self.modality_n
+
+    def _normal(self, name, n, width, scale, generator):
+        eps = torch.randn(n, width, device=self.device, generator=generator)
+        if name in self._chol:
+            return eps @ self._chol[name].T
+        return eps * scale
+
+    def sample(self, n, generator=None):
+        """A dict of latent blocks c, s, s~, m1, m2 for n pairs."""
+        nc, ns, nm = self.content_n, self.style_n, self.modality_n
+        c = self._normal("c", n, nc, self.m_param, generator)
+        s = self._normal("s", n, ns, self.m_param, generator)
+        m1 = self._normal("m1", n, nm, self.m_param, generator)
+        m2 = self._normal("m2", n, nm, self.m_param, generator)
+        if self._B is not None:
+            s = s + c @ self._B.T + self._a
+        mask = torch.rand(n, ns, device=self.device, generator=generator) < self.style_change_prob
+        s_tilde = s + mask * self._normal("a", n, ns, self.c_param, generator)
+        return {"c": c, "s": s, "s~": s_tilde, "m1": m1, "m2": m2}
+
+    @staticmethod
+    def views(blocks, content=None):
+        """z1 = (c, s, m1) and z2 = (c, s~, m2); `content` replaces c in both views."""
+        c = blocks["c"] if content is None else content
+        return (torch.cat((c, blocks["s"], blocks["m1"]), 1),
+                torch.cat((c, blocks["s~"], blocks["m2"]), 1))
+
+
+def save_parameters(params, path, atomic_save):
+    atomic_save({k: v.cpu() for k, v in params.items()}, path)
+
+
+def load_parameters(path):
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,138 @@
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import main_mlp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+        "--batch-size", "32", "--train-steps", "3", "--log-steps", "2", "--no-cuda"]
+
+
+@pytest.fixture(autouse=True)
+def small_eval_batches(monkeypatch):
+    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 128)
+
+
+def train(tmp_path, model_id="m", extra=()):
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", model_id, "--seed", "3", *TINY, *extra])
+    return tmp_path / model_id
+
+
+def evaluate(tmp_path, model_id="m", extra=()):
+    return main_mlp.main(["--model-dir", str(tmp_path), "--model-id", model_id, "--evaluate",
+                          "--load-args", "--seed", "4", "--num-eval-batches", "2", "--no-cuda", *extra])
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    folder = train(tmp_path)
+    assert sorted(os.listdir(folder)) == ["args.json", "f1.pt", "f2.pt", "g1.pt", "g2.pt", "latent_space.pt"]
+    saved = json.loads((folder / "args.json").read_text())
+    assert saved["seed"] == 3 and saved["model_id"] == "m"
+    out = capsys.readouterr().out + capsys.readouterr().err
+    results = evaluate(tmp_path)
+    on_disk = pd.read_csv(folder / "results.csv")
+    assert list(on_disk.columns) == ["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"]
+    assert list(on_disk["encoding"]) == ["hz1"] * 6 + ["hz2"] * 6
+    assert list(on_disk["predicted_factors"][:6]) == ["c", "s", "s~", "m1", "m2", "c'"]
+    assert on_disk.loc[on_disk.predicted_factors != "c'", "r2_nonlinear"].notna().all()
+    assert on_disk.loc[on_disk.predicted_factors == "c'", "r2_linear"].isna().all()
+    pd.testing.assert_frame_equal(on_disk, results, check_exact=False, rtol=1e-9)
+    assert "Step" not in out
+
+
+def test_log_steps_one_fires_every_step(tmp_path, capsys):
+    train(tmp_path, extra=["--log-steps", "1"])
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert [f"step {i}:" in text for i in (1, 2, 3)] == [True, True, True]
+
+
+def test_permuted_content_and_no_modality(tmp_path):
+    train(tmp_path, extra=["--modality-n", "0", "--shared-mixing", "--shared-encoder"])
+    res = evaluate(tmp_path, extra=["--permuted-content"]).set_index(["encoding", "predicted_factors"])
+    assert res.loc[("hz1", "m1")].isna().all() and res.loc[("hz2", "m2")].isna().all()
+    assert res.loc[("hz1", "c'")].notna().all()
+
+
+def test_published_folder_without_latent_file_is_rebuilt_from_seed(tmp_path):
+    flags = ["--statistical-dependence", "--content-dependent-style", "--style-change-prob", "0.75"]
+    folder = train(tmp_path, extra=flags)
+    first = evaluate(tmp_path)
+    os.remove(folder / "latent_space.pt")
+    # Published checkpoints also carry DataParallel's prefix.
+    g1 = torch.load(folder / "g1.pt")
+    torch.save({"module." + k: v for k, v in g1.items()}, folder / "g1.pt")
+    second = evaluate(tmp_path)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_training_without_model_id_or_seed_records_them(tmp_path):
+    main_mlp.main(["--model-dir", str(tmp_path), *TINY])
+    (folder,) = tmp_path.iterdir()
+    saved = json.loads((folder / "args.json").read_text())
+    assert saved["model_id"] == folder.name and isinstance(saved["seed"], int)
+    results = main_mlp.main(["--model-dir", str(tmp_path), "--model-id", folder.name, "--evaluate",
+                             "--load-args", "--num-eval-batches", "1", "--no-cuda", "--mlp-eval"])
+    assert len(results) == 12
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "main_mlp.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--content-n", "0"], "--content-n"),
+    (["--encoding-size", "-1"], "--encoding-size"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--style-change-prob", "1.5"], "--style-change-prob"),
+    (["--style-change-prob", "-0.1"], "--style-change-prob"),
+    (["--m-param", "0"], "--m-param"),
+])
+def test_bad_flags(tmp_path, flags, needle):
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), *flags), needle)
+    assert not any(tmp_path.iterdir())
+
+
+def test_evaluation_errors_leave_saved_files_intact(tmp_path):
+    folder = train(tmp_path)
+    evaluate(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--model-id", "nope", "--evaluate"),
+                          "model folder not found", "nope")
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--evaluate",
+                                  "--load-args", "--seed", "3"), "training seed")
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--seed", "9", *TINY),
+                          "already holds a model")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+    (tmp_path / "noargs").mkdir()
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--model-id", "noargs", "--evaluate"),
+                          "args.json")
+
+    (folder / "g2.pt").write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--evaluate",
+                                  "--load-args", "--seed", "5"), "g2.pt")
+    assert (folder / "results.csv").read_bytes() == before["results.csv"]
+
+
+def test_checkpoint_of_other_shape_is_reported(tmp_path):
+    train(tmp_path)
+    proc = run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--evaluate", "--seed", "5",
+                   "--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "3")
+    assert_one_line_error(proc, "g1.pt", "does not fit")

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.model_selection import GridSearchCV, KFold
+
+import probes
+
+
+def sklearn_grid(x_tr, y_tr, x_te, y_te):
+    search = GridSearchCV(KernelRidge(kernel="rbf"), {"alpha": list(probes.ALPHAS),
+                                                      "gamma": list(probes.GAMMAS)}, cv=3)
+    search.fit(x_tr, y_tr)
+    return search, search.score(x_te, y_te)
+
+
+@pytest.mark.parametrize("n", [7, 8, 9, 301])
+def test_kfold_bounds_match_sklearn(n):
+    ours = [list(range(lo, hi)) for lo, hi in probes.kfold_bounds(n, 3)]
+    theirs = [list(test) for _, test in KFold(3).split(np.zeros(n))]
+    assert ours == theirs
+
+
+def test_parameter_order_matches_sklearn():
+    from sklearn.model_selection import ParameterGrid
+    grid = ParameterGrid({"alpha": list(probes.ALPHAS), "gamma": list(probes.GAMMAS)})
+    assert probes.param_grid() == [(p["alpha"], p["gamma"]) for p in grid]
+
+
+def test_kernel_ridge_grid_equals_gridsearchcv():
+    rng = np.random.default_rng(0)
+    n = 240
+    x = rng.normal(size=(2 * n, 4))
+    targets = [
+        np.sin(2 * x[:, :1]) + 0.1 * rng.normal(size=(2 * n, 1)),      # smooth, one output
+        np.c_[x[:, 0] * x[:, 1], np.cos(x[:, 2]), x[:, 3] ** 2],       # multi-output
+        0.5 * rng.normal(size=(2 * n, 2)),                             # noise: low alpha loses
+        np.c_[np.tanh(3 * x[:, 2]), np.zeros(2 * n)],                  # a constant column
+    ]
+    x_tr, x_te = probes.standardize(x[:n], x[n:])
+    ours = probes.kernel_ridge_grid(x_tr, [y[:n] for y in targets], x_te, [y[n:] for y in targets])
+    chosen = set()
+    for y, res in zip(targets, ours):
+        search, r2 = sklearn_grid(x_tr, y[:n], x_te, y[n:])
+        assert (res["alpha"], res["gamma"]) == (search.best_params_["alpha"], search.best_params_["gamma"])
+        assert abs(res["r2"] - r2) < 1e-6
+        np.testing.assert_allclose(res["cv_scores"], search.cv_results_["mean_test_score"], atol=1e-6)
+        chosen.add((res["alpha"], res["gamma"]))
+    assert len(chosen) > 1  # the refit handles several chosen settings at once
+
+
+def test_regression_scores_linear_and_empty_targets():
+    from sklearn.linear_model import LinearRegression
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 3))
+    y = x @ rng.normal(size=(3, 2)) + 0.1 * rng.normal(size=(200, 2))
+    targets = {"y": (y[:100], y[100:]), "empty": (np.zeros((100, 0)), np.zeros((100, 0)))}
+    out = probes.regression_scores(x[:100], x[100:], targets)
+    expected = LinearRegression().fit(x[:100], y[:100]).score(x[100:], y[100:])
+    assert abs(out["y"][0] - expected) < 1e-12
+    assert out["y"][1] > 0.9
+    assert np.isnan(out["empty"][0]) and np.isnan(out["empty"][1])
+
+
+def test_mlp_regression_option():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 2))
+    y = np.sin(x[:, :1])
+    out = probes.regression_scores(x[:200], x[200:], {"y": (y[:200], y[200:])}, nonlinear="mlp")
+    assert out["y"][1] > 0.8
+
+
+def test_progress_counts_every_factorisation():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 2))
+    calls = []
+    probes.kernel_ridge_grid(x[:30], [x[:30, :1]], x[30:], [x[30:, :1]], progress=lambda: calls.append(1))
+    assert len(calls) == 3 * 16 + 1 <= probes.krr_work_units(1)
+
+
+def test_classification_scores():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 2))
+    y = (x[:, 0] > 0).astype(int)
+    acc = probes.classification_scores(x[:150], x[150:], {"sign": (y[:150], y[150:])})
+    assert acc["sign"][0] > 0.9 and acc["sign"][1] > 0.9
