@@ -32,20 +32,40 @@ class LpSimCLRLoss(nn.Module):
 
     def forward(self, z1, z2_con_z1, z3, z1_rec, z2_con_z1_rec, z3_rec):
         # The latents themselves are not used; the signature is kept for compatibility.
-        neg = pairwise_lp(z1_rec, z3_rec, self.p)
-        pos = (z1_rec - z2_con_z1_rec).abs().pow(self.p).sum(-1)
+        if self.p == 2 and self.pow and self.simclr_denominator and not self.simclr_compatibility_mode:
+            loss_pos, loss_neg = self._l2_terms(z1_rec, z2_con_z1_rec, z3_rec)
+        else:
+            loss_pos, loss_neg = self._general_terms(z1_rec, z2_con_z1_rec, z3_rec)
+        loss = 2 * (self.alpha * loss_pos + (1.0 - self.alpha) * loss_neg)
+        return loss.mean(), loss, [loss_pos.mean(), loss_neg.mean()]
+
+    def _l2_terms(self, a, b, n):
+        """The default case in few passes over the n x n matrix.
+
+        -|a_i - n_j|^2 = 2 a_i.n_j - |n_j|^2 - |a_i|^2; the row constant -|a_i|^2 is
+        taken out of the log-sum-exp, so the only n x n matrix is one fused addmm.
+        """
+        inv_tau = 1.0 / self.tau
+        sq_a = (a * a).sum(1)
+        pos = ((a - b) ** 2).sum(1)
+        scores = torch.addmm((n * n).sum(1) * -inv_tau, a, n.T, alpha=2.0 * inv_tau)
+        lse_neg = torch.logsumexp(scores, dim=1) - sq_a * inv_tau
+        loss_neg = torch.logaddexp(lse_neg, -pos * inv_tau) - math.log(n.shape[0] + 1)
+        return pos * inv_tau, loss_neg
+
+    def _general_terms(self, a, b, n):
+        neg = pairwise_lp(a, n, self.p)
+        pos = (a - b).abs().pow(self.p).sum(-1)
         if not self.pow:
             neg, pos = neg.pow(1.0 / self.p), pos.pow(1.0 / self.p)
         if self.simclr_compatibility_mode or self.simclr_denominator:
             logits = torch.cat((-neg, -pos.unsqueeze(1)), dim=1) / self.tau
         else:
             logits = -neg / self.tau
-        loss_pos = pos / self.tau
         loss_neg = torch.logsumexp(logits, dim=1)
         if not self.simclr_compatibility_mode:
             loss_neg = loss_neg - math.log(logits.shape[1])  # logmeanexp
-        loss = 2 * (self.alpha * loss_pos + (1.0 - self.alpha) * loss_neg)
-        return loss.mean(), loss, [loss_pos.mean(), loss_neg.mean()]
+        return pos / self.tau, loss_neg
 
 
 def symmetric_lp_loss(loss_fn, h1, h2, h1_neg, h2_neg):

@@ -104,19 +104,30 @@ def encode_views(f1, g1, f2, g2, z1, z2):
     return g1(f1(z1)), g2(f2(z2))
 
 
-def contrastive_loss(loss_fn, models, blocks, negatives):
-    """Symmetric L2 InfoNCE of a batch against an independent batch of negatives."""
-    n = len(blocks["c"])
-    z1, z2 = spaces.LatentSpace.views({k: torch.cat((blocks[k], negatives[k])) for k in blocks})
-    h1, h2 = encode_views(*models, z1, z2)
+def contrastive_loss(loss_fn, models, blocks, n):
+    """Symmetric L2 InfoNCE of the first n pairs of `blocks` against the rest as negatives.
+
+    Pairs and negatives go through each network in one pass."""
+    h1, h2 = encode_views(*models, *spaces.LatentSpace.views(blocks))
     return symmetric_lp_loss(loss_fn, h1[:n], h2[:n], h1[n:], h2[n:])
+
+
+def train_step(space, models, loss_fn, optimizer, params, batch_size, generator):
+    """One optimisation step on a fresh batch; pairs and negatives are sampled together."""
+    loss = contrastive_loss(loss_fn, models, space.sample(2 * batch_size, generator), batch_size)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
+    optimizer.step()
+    return loss.detach()
 
 
 def quick_probe(space, models, loss_fn, generator, seed):
     """Loss on a fresh batch and linear R^2 of each latent block from h1 (75/25 split)."""
     with torch.no_grad():
-        blocks = space.sample(EVAL_BATCH, generator)
-        loss = contrastive_loss(loss_fn, models, blocks, space.sample(EVAL_BATCH, generator)).item()
+        blocks = space.sample(2 * EVAL_BATCH, generator)
+        loss = contrastive_loss(loss_fn, models, blocks, EVAL_BATCH).item()
+        blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
         hz1 = models[1](models[0](space.views(blocks)[0])).cpu().numpy()
     hz1 = (hz1 - hz1.mean(0)) / np.where(hz1.std(0) > 0, hz1.std(0), 1.0)
     r2 = {}
@@ -156,14 +167,7 @@ def train(args, device):
 
     bar = tqdm(range(1, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True)
     for step in bar:
-        blocks = space.sample(2 * args.batch_size, gen)
-        half = {k: v[:args.batch_size] for k, v in blocks.items()}
-        negatives = {k: v[args.batch_size:] for k, v in blocks.items()}
-        loss = contrastive_loss(loss_fn, models, half, negatives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
-        optimizer.step()
+        loss = train_step(space, models, loss_fn, optimizer, params, args.batch_size, gen)
 
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
@@ -228,9 +232,9 @@ def generate_data(space, models, loss_fn, n_batches, generator, permuted_content
     losses = []
     with torch.no_grad():
         for _ in range(n_batches):
-            blocks = space.sample(EVAL_BATCH, generator)
-            negatives = space.sample(EVAL_BATCH, generator)
-            losses.append(contrastive_loss(loss_fn, models, blocks, negatives).item())
+            blocks = space.sample(2 * EVAL_BATCH, generator)
+            losses.append(contrastive_loss(loss_fn, models, blocks, EVAL_BATCH).item())
+            blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
             content = None
             if permuted_content:
                 perm = torch.randperm(EVAL_BATCH, device=space.device, generator=generator)

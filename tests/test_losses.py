@@ -100,3 +100,31 @@ def test_infonce_with_generic_similarity():
     a = infonce_loss(z1, z2, cos, nn.CrossEntropyLoss(), 0.5)
     b = infonce_loss(z1, z2, nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss(), 0.5)
     assert abs(a.item() - b.item()) < 1e-10
+
+
+def test_fast_and_general_paths_agree():
+    rng = np.random.default_rng(7)
+    a, b, n = (torch.tensor(rng.normal(size=(9, 4)) * 3) for _ in range(3))
+    loss = LpSimCLRLoss(tau=0.5)
+    fast = loss(None, None, None, a, b, n)
+    general = loss._general_terms(a, b, n)
+    ref = 2 * (0.5 * general[0] + 0.5 * general[1])
+    torch.testing.assert_close(fast[1], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_non_default_options_use_the_formula():
+    rng = np.random.default_rng(8)
+    a, b, n = (rng.normal(size=(5, 3)) for _ in range(3))
+    ta, tb, tn = (torch.tensor(v) for v in (a, b, n))
+    # No positive in the denominator.
+    _, per, _ = LpSimCLRLoss(simclr_denominator=False)(None, None, None, ta, tb, tn)
+    pos = ((a - b) ** 2).sum(1)
+    neg = ((a[:, None] - n[None]) ** 2).sum(-1)
+    lme = np.log(np.exp(-neg).mean(1))
+    np.testing.assert_allclose(per.numpy(), pos + lme, rtol=1e-12)
+    # p = 1 distances, not raised to a power.
+    _, per, _ = LpSimCLRLoss(p=1)(None, None, None, ta, tb, tn)
+    pos1 = np.abs(a - b).sum(1)
+    neg1 = np.abs(a[:, None] - n[None]).sum(-1)
+    lme1 = np.log(np.exp(np.c_[-neg1, -pos1]).mean(1))
+    np.testing.assert_allclose(per.numpy(), pos1 + lme1, rtol=1e-12)
