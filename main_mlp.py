@@ -14,18 +14,22 @@ import os
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import probes
 import spaces
+from distributed import (DistInfo, broadcast_object, cleanup, device_for, gather_with_grad,
+                         init_distributed, local_slice, mean_over_ranks, wrap_ddp)
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, symmetric_lp_loss
 from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   get_device, load_into, new_model_id, read_json, run_cli, set_seed, should_log)
+                   load_into, new_model_id, read_json, run_cli, set_seed, should_log)
 
 EVAL_BATCH = 4096
+CHECKPOINT = "checkpoint.pt"  # encoders, optimiser, step and random streams, for --resume
 TARGETS = ("c", "s", "s~", "m1", "m2", "c'")
 # Settings that --load-args restores from args.json, as the published script does,
 # plus the covariance option that only this implementation has.
@@ -64,6 +68,8 @@ def build_parser():
     p.add_argument("--mlp-eval", action="store_true")
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--load-args", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training run from its last checkpoint")
     return p
 
 
@@ -97,38 +103,59 @@ def build_encoders(args, dim):
     return g1, g2
 
 
-def encode_views(f1, g1, f2, g2, z1, z2):
-    """h1(z1), h2(z2); one pass through one network when both views share it."""
-    if f1 is f2 and g1 is g2:
-        return g1(f1(torch.cat((z1, z2)))).chunk(2)
-    return g1(f1(z1)), g2(f2(z2))
+class PairEncoder(nn.Module):
+    """h1 = g1 o f1 and h2 = g2 o f2 as one module (so DDP can wrap both encoders)."""
+
+    def __init__(self, f1, g1, f2, g2):
+        super().__init__()
+        self.f1, self.g1, self.f2, self.g2 = f1, g1, f2, g2
+
+    def forward(self, z1, z2):
+        if self.f1 is self.f2 and self.g1 is self.g2:  # one pass through the one network
+            return self.g1(self.f1(torch.cat((z1, z2)))).chunk(2)
+        return self.g1(self.f1(z1)), self.g2(self.f2(z2))
 
 
-def contrastive_loss(loss_fn, models, blocks, n):
+def contrastive_loss(loss_fn, net, blocks, n, info=DistInfo()):
     """Symmetric L2 InfoNCE of the first n pairs of `blocks` against the rest as negatives.
 
-    Pairs and negatives go through each network in one pass."""
-    h1, h2 = encode_views(*models, *spaces.LatentSpace.views(blocks))
-    return symmetric_lp_loss(loss_fn, h1[:n], h2[:n], h1[n:], h2[n:])
+    Pairs and negatives go through each network in one pass. Under DDP, `blocks`
+    are this rank's rows and the negatives of every rank are gathered, so each
+    anchor sees all negatives of the global batch."""
+    h1, h2 = net(*spaces.LatentSpace.views(blocks))
+    h1_neg, h2_neg = gather_with_grad(h1[n:], info), gather_with_grad(h2[n:], info)
+    return symmetric_lp_loss(loss_fn, h1[:n], h2[:n], h1_neg, h2_neg)
 
 
-def train_step(space, models, loss_fn, optimizer, params, batch_size, generator):
-    """One optimisation step on a fresh batch; pairs and negatives are sampled together."""
-    loss = contrastive_loss(loss_fn, models, space.sample(2 * batch_size, generator), batch_size)
+def local_rows(blocks, batch_size, info):
+    """This rank's pairs and negatives out of a global batch of 2 x batch_size rows."""
+    if not info.enabled:
+        return blocks
+    sl = local_slice(batch_size, info)
+    return {k: torch.cat((v[:batch_size][sl], v[batch_size:][sl])) for k, v in blocks.items()}
+
+
+def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, info=DistInfo()):
+    """One optimisation step on a fresh global batch; pairs and negatives are sampled together.
+
+    Every rank draws the same global batch and keeps its slice, so a seed gives
+    the same samples whatever the number of processes."""
+    blocks = local_rows(space.sample(2 * batch_size, generator), batch_size, info)
+    loss = contrastive_loss(loss_fn, net, blocks, batch_size // info.world_size, info)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # DDP averages the gradients over ranks here
     torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
     optimizer.step()
-    return loss.detach()
+    return mean_over_ranks(loss.detach(), info)
 
 
-def quick_probe(space, models, loss_fn, generator, seed):
+def quick_probe(space, net, loss_fn, generator, seed):
     """Loss on a fresh batch and linear R^2 of each latent block from h1 (75/25 split)."""
     with torch.no_grad():
         blocks = space.sample(2 * EVAL_BATCH, generator)
-        loss = contrastive_loss(loss_fn, models, blocks, EVAL_BATCH).item()
+        loss = contrastive_loss(loss_fn, net, blocks, EVAL_BATCH).item()
         blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
-        hz1 = models[1](models[0](space.views(blocks)[0])).cpu().numpy()
+        hz1 = net.g1(net.f1(space.views(blocks)[0])).cpu().numpy()
     hz1 = (hz1 - hz1.mean(0)) / np.where(hz1.std(0) > 0, hz1.std(0), 1.0)
     r2 = {}
     for k in ("c", "s", "s~", "m1", "m2"):
@@ -139,51 +166,99 @@ def quick_probe(space, models, loss_fn, generator, seed):
     return loss, r2
 
 
-def train(args, device):
-    save_dir = os.path.join(args.model_dir, args.model_id)
-    if os.path.exists(os.path.join(save_dir, "args.json")):
-        raise UserError(f"model folder {save_dir} already holds a model; "
-                        "choose another --model-id or add --evaluate")
-    atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
-    set_seed(args.seed)
+def start_model_folder(args, save_dir, info):
+    """Write args.json, or with --resume take the run's settings from it."""
+    args_path = os.path.join(save_dir, "args.json")
+    if args.resume:
+        if not os.path.exists(os.path.join(save_dir, CHECKPOINT)):
+            raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
+        saved = read_json(args_path, "args.json")
+        for key, value in saved.items():
+            if key not in ("resume", "no_cuda"):
+                setattr(args, key, value)
+        return
+    if os.path.exists(args_path):
+        raise UserError(f"model folder {save_dir} already holds a model; choose another "
+                        "--model-id, add --resume to continue it, or --evaluate")
+    if args.batch_size % info.world_size:
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
+                        f"{info.world_size} processes")
+    if info.is_main:
+        atomic_write_json(args_path, vars(args))
 
+
+def build_training(args, device):
     space = build_latent_space(args, args.seed, device)
     rng = np.random.default_rng(args.seed)
     dim = space.view_dim
     f1 = construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
     f2 = f1 if args.shared_mixing else construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
     g1, g2 = build_encoders(args, dim)
-    f1, f2, g1, g2 = (m.to(device) for m in (f1, f2, g1, g2))
-    spaces.save_parameters(space.params, os.path.join(save_dir, spaces.PARAMS_FILE), atomic_torch_save)
-    for name, module in (("f1", f1), ("f2", f2)):
-        atomic_torch_save(module.state_dict(), os.path.join(save_dir, f"{name}.pt"))
+    return space, PairEncoder(f1, g1, f2, g2).to(device)
 
-    models = (f1, g1, f2, g2)
-    params = list({id(p): p for p in [*g1.parameters(), *g2.parameters()]}.values())
+
+def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
+    for name in ("g1", "g2"):
+        atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
+    atomic_torch_save({"step": step, "g1": net.g1.state_dict(), "g2": net.g2.state_dict(),
+                       "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+                       "probe_generator": probe_gen.get_state()},
+                      os.path.join(save_dir, CHECKPOINT))
+
+
+def load_checkpoint(save_dir, net, optimizer, gen, probe_gen):
+    path = os.path.join(save_dir, CHECKPOINT)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.g1.load_state_dict(state["g1"])
+        net.g2.load_state_dict(state["g2"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        probe_gen.set_state(state["probe_generator"])
+    except Exception as err:
+        raise UserError(f"cannot resume from {path}: {str(err).splitlines()[0]}") from None
+    return state["step"]
+
+
+def train(args, device, info=DistInfo()):
+    save_dir = os.path.join(args.model_dir, args.model_id)
+    start_model_folder(args, save_dir, info)
+    set_seed(args.seed)
+    space, net = build_training(args, device)
+    if info.is_main and not args.resume:
+        spaces.save_parameters(space.params, os.path.join(save_dir, spaces.PARAMS_FILE), atomic_torch_save)
+        for name in ("f1", "f2"):
+            atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
+
+    params = list({id(p): p for p in [*net.g1.parameters(), *net.g2.parameters()]}.values())
     optimizer = torch.optim.Adam(params, lr=args.lr)
     loss_fn = LpSimCLRLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
+    first = 1
+    if args.resume:
+        first = load_checkpoint(save_dir, net, optimizer, gen, probe_gen) + 1
+    ddp_net = wrap_ddp(net, info, device)
 
-    bar = tqdm(range(1, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
+               initial=first - 1, total=args.train_steps, disable=not info.is_main)
     for step in bar:
-        loss = train_step(space, models, loss_fn, optimizer, params, args.batch_size, gen)
-
+        loss = train_step(space, ddp_net, loss_fn, optimizer, params, args.batch_size, gen, info)
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
             value = loss.item()
             if not np.isfinite(value):
                 raise UserError(f"training loss became non-finite by step {step}; "
-                                f"the last good encoders in {save_dir} are kept")
+                                f"the last good checkpoint in {save_dir} is kept")
             bar.set_postfix(loss=f"{value:.4f}")
-        if logging:
-            for name, module in (("g1", g1), ("g2", g2)):
-                atomic_torch_save(module.state_dict(), os.path.join(save_dir, f"{name}.pt"))
-            val_loss, r2 = quick_probe(space, models, loss_fn, probe_gen, args.seed)
+        if logging and info.is_main:
+            save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
+            val_loss, r2 = quick_probe(space, net, loss_fn, probe_gen, args.seed)
             tqdm.write(f"step {step}: loss {val_loss:.4f} | linear R^2 from hz1: "
                        + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))
     bar.close()
-    print(f"saved model to {save_dir}")
+    if info.is_main:
+        print(f"saved model to {save_dir}")
 
 
 def load_for_evaluation(args):
@@ -225,15 +300,14 @@ def saved_latent_params(save_dir, args):
     return wanted
 
 
-def generate_data(space, models, loss_fn, n_batches, generator, permuted_content):
+def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
     """Encodings, latent targets and mean loss of n_batches x 4096 fresh pairs."""
-    f1, g1, f2, g2 = models
     out = {k: [] for k in (*TARGETS, "hz1", "hz2")}
     losses = []
     with torch.no_grad():
         for _ in range(n_batches):
             blocks = space.sample(2 * EVAL_BATCH, generator)
-            losses.append(contrastive_loss(loss_fn, models, blocks, EVAL_BATCH).item())
+            losses.append(contrastive_loss(loss_fn, net, blocks, EVAL_BATCH).item())
             blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
             content = None
             if permuted_content:
@@ -241,7 +315,7 @@ def generate_data(space, models, loss_fn, n_batches, generator, permuted_content
                 content = blocks["c"][perm]
                 out["c'"].append(content.cpu().numpy())
             z1, z2 = space.views(blocks, content)
-            hz1, hz2 = encode_views(f1, g1, f2, g2, z1, z2)
+            hz1, hz2 = net(z1, z2)
             out["hz1"].append(hz1.cpu().numpy())
             out["hz2"].append(hz2.cpu().numpy())
             for k in ("c", "s", "s~", "m1", "m2"):
@@ -262,12 +336,12 @@ def evaluate(args, device):
     load_into(g1, os.path.join(save_dir, "g1.pt"))
     if not args.shared_encoder:
         load_into(g2, os.path.join(save_dir, "g2.pt"))
-    models = tuple(m.to(device).eval() for m in (f1, g1, f2, g2))
+    net = PairEncoder(f1, g1, f2, g2).to(device).eval()
 
     loss_fn = LpSimCLRLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    val, val_loss = generate_data(space, models, loss_fn, args.num_eval_batches, gen, args.permuted_content)
-    test, test_loss = generate_data(space, models, loss_fn, args.num_eval_batches, gen, args.permuted_content)
+    val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
+    test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
     print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")
 
     rows = []
@@ -289,17 +363,21 @@ def evaluate(args, device):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.model_id is None:
-        if args.evaluate:
-            raise UserError("--evaluate needs --model-id of a trained model")
-        args.model_id = new_model_id()
+    if args.model_id is None and (args.evaluate or args.resume):
+        raise UserError("--evaluate and --resume need the --model-id of a trained model")
     check_args(args)
-    device = get_device(args.no_cuda)
-    if args.evaluate:
-        return evaluate(args, device)
-    if args.seed is None:
-        args.seed = draw_seed()
-    return train(args, device)
+    info = init_distributed(args.no_cuda)
+    try:
+        device = device_for(info, args.no_cuda)
+        if args.evaluate:  # evaluation is cheap next to training: rank 0 alone does it
+            return evaluate(args, device) if info.is_main else None
+        if args.model_id is None:
+            args.model_id = broadcast_object(new_model_id(), info)
+        if args.seed is None:
+            args.seed = broadcast_object(draw_seed(), info)
+        return train(args, device, info)
+    finally:
+        cleanup(info)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ def setup(device, seed=0):
     space = main_mlp.build_latent_space(args, seed, device)
     rng = np.random.default_rng(seed)
     f1, f2 = (construct_invertible_mlp(DIM, 3, rng=rng, n_iter_cond_thresh=2000).to(device) for _ in range(2))
-    g1, g2 = (m.to(device) for m in main_mlp.build_encoders(args, DIM))
+    g1, g2 = main_mlp.build_encoders(args, DIM)
+    net = main_mlp.PairEncoder(f1, g1, f2, g2).to(device)
     params = list(g1.parameters()) + list(g2.parameters())
-    return space, (f1, g1, f2, g2), params, torch.optim.Adam(params, lr=1e-4)
+    return space, net, params, torch.optim.Adam(params, lr=1e-4)
 
 
 def reference_sample(batch, device):
@@ -60,8 +61,8 @@ def reference_loss(a, b, n):
     return (2 * (0.5 * pos + 0.5 * lme)).mean()
 
 
-def reference_step(models, params, optimizer, batch, device):
-    f1, g1, f2, g2 = models
+def reference_step(net, params, optimizer, batch, device):
+    f1, g1, f2, g2 = net.f1, net.g1, net.f2, net.g2
     z1, z2 = reference_sample(batch, device)
     z1n, z2n = reference_sample(batch, device)
     h1, h2, h1n, h2n = g1(f1(z1)), g2(f2(z2)), g1(f1(z1n)), g2(f2(z2n))
@@ -126,13 +127,13 @@ def main():
     print(f"{'batch':>6} {'ours ms':>9} {'reference ms':>13} {'matmul ms':>10} {'FLOP-floor ms':>14}"
           f" {'ref/ours':>9} {'ours/matmul':>12}")
     for batch in args.batch_sizes:
-        space, models, params, opt = setup(device)
+        space, net, params, opt = setup(device)
         gen = torch.Generator(device=device).manual_seed(0)
         loss_fn = LpSimCLRLoss()
-        ours = time_fn(lambda: main_mlp.train_step(space, models, loss_fn, opt, params, batch, gen),
+        ours = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, batch, gen),
                        args.steps, device)
-        _, models, params, opt = setup(device)
-        ref = time_fn(lambda: reference_step(models, params, opt, batch, device), args.steps, device)
+        _, net, params, opt = setup(device)
+        ref = time_fn(lambda: reference_step(net, params, opt, batch, device), args.steps, device)
         shapes = matmul_shapes(batch)
         mm = matmul_only_ms(shapes, args.steps, device)
         floor = sum(2 * m * k * n for m, k, n in shapes) / (gflops * 1e9) * 1000

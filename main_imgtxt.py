@@ -1,0 +1,352 @@
+"""Image/text experiment: contrastive learning on Multimodal3DIdent image/text pairs.
+
+A ResNet-18 image encoder and a text encoder (conv, as in the paper, or GRU)
+are trained with the symmetric InfoNCE loss; `--evaluate` then measures,
+per modality, how well each ground-truth factor can be predicted from the
+encodings (regression R^2 for continuous factors, accuracy for discrete ones).
+
+    python main_imgtxt.py --datapath m3di --model-id imgtxt_example --encoding-size 4
+    python main_imgtxt.py --datapath m3di --model-id imgtxt_example --load-args --evaluate
+"""
+import argparse
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import probes
+from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
+from encoders import TEXT_ENCODERS, image_encoder, text_encoder
+from losses import symmetric_infonce
+from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
+                   get_device, infinite_iterator, load_into, new_model_id, read_json, run_cli,
+                   set_seed, should_log)
+
+CLIP_NORM = 2.0
+RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
+                  "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
+# Settings that --load-args restores from args.json: everything that shapes the
+# encoders or the loss. (The vocabulary and the sequence length are always the
+# model's own: they come from the model folder.)
+LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder")
+MODALITIES = ("image", "text")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datapath", type=str, required=True,
+                   help="folder with the train/, val/ and test/ splits of Multimodal3DIdent")
+    p.add_argument("--model-dir", type=str, default="models")
+    p.add_argument("--model-id", type=str, default=None)
+    p.add_argument("--encoding-size", type=int, default=4)
+    p.add_argument("--hidden-size", type=int, default=100)
+    p.add_argument("--tau", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--train-steps", type=int, default=100001)
+    p.add_argument("--log-steps", type=int, default=1000)
+    p.add_argument("--checkpoint-steps", type=int, default=10000)
+    p.add_argument("--evaluate", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--no-cuda", action="store_true")
+    p.add_argument("--save-all-checkpoints", action="store_true")
+    p.add_argument("--load-args", action="store_true",
+                   help="with --evaluate, take the model's settings (" + ", ".join(LOADED_ARGS)
+                        + ") from its args.json")
+    p.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="conv")
+    return p
+
+
+def check_args(args):
+    for flag, value in (("--encoding-size", args.encoding_size), ("--hidden-size", args.hidden_size),
+                        ("--batch-size", args.batch_size), ("--train-steps", args.train_steps),
+                        ("--log-steps", args.log_steps), ("--checkpoint-steps", args.checkpoint_steps)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be at least 0, got {args.workers}")
+    for flag, value in (("--tau", args.tau), ("--lr", args.lr)):
+        if not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.model_id is not None and args.model_id.strip() in ("", ".", ".."):
+        raise UserError(f"--model-id must name a folder, got {args.model_id!r}")
+    if not os.path.isdir(args.datapath):
+        raise UserError(f"data folder not found: {args.datapath}")
+
+
+def loader(dataset, args, device, train, seed=0):
+    """Training: shuffled, drop-last batches. Evaluation: every sample once, in order."""
+    kwargs = {"batch_size": args.batch_size, "num_workers": args.workers,
+              "pin_memory": device.type == "cuda", "persistent_workers": train and args.workers > 0}
+    if train:
+        kwargs.update(shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
+    else:
+        kwargs.update(shuffle=False, drop_last=False)
+    return DataLoader(dataset, **kwargs)
+
+
+def build_encoders(args, vocab_size, sequence_length, device):
+    enc_img = image_encoder(args.hidden_size, args.encoding_size).to(device)
+    enc_txt = text_encoder(args.text_encoder, vocab_size, args.encoding_size, sequence_length).to(device)
+    return enc_img, enc_txt
+
+
+def print_args(args, title="Arguments:"):
+    print(title)
+    for k, v in sorted(vars(args).items()):
+        print(f"\t{k}: {v}")
+
+
+# ---------------------------------------------------------------------------
+# Training
+
+def train(args):
+    model_id = args.model_id if args.model_id is not None else new_model_id()
+    seed = args.seed if args.seed is not None else draw_seed()
+    args.model_id, args.seed = model_id, seed
+    save_dir = os.path.join(args.model_dir, model_id)
+    device = get_device(args.no_cuda)
+    set_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
+
+    data_vocab = os.path.join(args.datapath, "vocab.json")
+    vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
+    dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab)
+    if len(dataset) < args.batch_size:
+        raise UserError(f"--batch-size {args.batch_size} exceeds the {len(dataset)} training "
+                        f"samples in {dataset.paths['root']}")
+    if args.batch_size < 2:
+        raise UserError("--batch-size must be at least 2 for training (contrastive negatives, "
+                        "BatchNorm statistics)")
+    args.sequence_length, args.vocab_size = dataset.sequence_length, dataset.vocab_size
+
+    os.makedirs(save_dir, exist_ok=True)
+    dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
+    atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
+    print_args(args)
+    print(f"Model folder: {save_dir}  (vocabulary: {dataset.vocab_size} tokens"
+          f"{' from ' + data_vocab if vocab is not None else ', built from the training split'}; "
+          f"sequence length {dataset.sequence_length}; device {device})")
+    if dataset.num_unknown:
+        print(f"Note: {dataset.num_unknown} training tokens are missing from {data_vocab} and map "
+              f"to {{unk}}")
+
+    enc_img, enc_txt = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
+    params = list(enc_img.parameters()) + list(enc_txt.parameters())
+    optimizer = torch.optim.Adam(params, lr=args.lr)
+    sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
+    batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed))
+    enc_img.train()
+    enc_txt.train()
+
+    def save(step):
+        for name, enc in (("encoder_img", enc_img), ("encoder_txt", enc_txt)):
+            state = enc.state_dict()
+            atomic_torch_save(state, os.path.join(save_dir, f"{name}.pt"))
+            if args.save_all_checkpoints:
+                atomic_torch_save(state, os.path.join(save_dir, f"{name}_{step}.pt"))
+
+    window_sum, window_n = torch.zeros((), device=device), 0
+    bar = tqdm(range(1, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
+               mininterval=1.0)
+    start = time.perf_counter()
+    for step in bar:
+        batch = next(batches)
+        images = batch["image"].to(device, non_blocking=True)
+        texts = batch["text"].to(device, non_blocking=True)
+        loss = symmetric_infonce(enc_img(images), enc_txt(texts), sim_metric, criterion, args.tau)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_norm=CLIP_NORM)
+        optimizer.step()
+        window_sum += loss.detach()
+        window_n += 1
+
+        logging = should_log(step, args.log_steps, args.train_steps)
+        if logging or step % 10 == 0:
+            value = loss.item()
+            rate = step * args.batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{value:.4f}", samples_per_s=f"{rate:.1f}")
+            if not math.isfinite(value):
+                raise UserError(f"training diverged: the loss is {value} at step {step} "
+                                f"(try a lower --lr or a higher --tau)")
+        if logging:
+            tqdm.write(f"Step: {step} \t Loss: {value:.4f} \t "
+                       f"<Loss>: {(window_sum / window_n).item():.4f}")
+            window_sum.zero_()
+            window_n = 0
+        if should_log(step, args.checkpoint_steps, args.train_steps):
+            save(step)
+    bar.close()
+    print(f"Saved the encoders to {save_dir}")
+    return save_dir
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+
+@torch.no_grad()
+def encode(dataset, enc_img, enc_txt, args, device, loss_fn=None):
+    """Encodings of every sample of `dataset`, exactly once, in order (eval mode).
+
+    Returns (hz_image, hz_text) as float64 arrays and the mean loss over batches
+    (computed from the same encodings: each encoder runs once per batch).
+    """
+    enc_img.eval()
+    enc_txt.eval()
+    hz = {"image": [], "text": []}
+    losses, seen = [], []
+    for batch in loader(dataset, args, device, train=False):
+        h_img = enc_img(batch["image"].to(device, non_blocking=True))
+        h_txt = enc_txt(batch["text"].to(device, non_blocking=True))
+        if loss_fn is not None:
+            losses.append(loss_fn(h_img, h_txt).item())
+        hz["image"].append(h_img.double().cpu())
+        hz["text"].append(h_txt.double().cpu())
+        seen.append(batch["index"])
+    seen = torch.cat(seen)
+    if not torch.equal(seen, torch.arange(len(dataset))):
+        raise RuntimeError("evaluation did not see every sample exactly once, in order")
+    out = {m: torch.cat(v).numpy().reshape(len(dataset), -1) for m, v in hz.items()}
+    return out, float(np.mean(losses)) if losses else math.nan
+
+
+def resolve_eval_seed(args, train_seed):
+    if args.seed is None:
+        return draw_seed(exclude=train_seed)
+    if train_seed is not None and args.seed == train_seed:
+        raise UserError(f"--seed {args.seed} equals the training seed; evaluate with another seed "
+                        f"(or leave --seed out to draw one)")
+    return args.seed
+
+
+def model_vocabulary(args, save_dir):
+    """The model's vocabulary: its own vocab.json, else the data folder's, else rebuilt."""
+    for path in (os.path.join(save_dir, "vocab.json"), os.path.join(args.datapath, "vocab.json")):
+        if os.path.isfile(path):
+            return Vocabulary.load(path), path
+    print("No vocab.json in the model or data folder: rebuilding the vocabulary from the "
+          "training split (as the published scripts did).")
+    return Vocabulary.build(tokenized_split(args.datapath, "train")), None
+
+
+def classify(x_train, x_test, y_train, y_test, seed):
+    """Accuracies of logistic regression and MLP; NaN (with a note) where they cannot be fit."""
+    if len(np.unique(y_train)) < 2:
+        print("\tonly one class in the validation split: accuracies are NaN")
+        return math.nan, math.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        scores = probes.classification_scores(x_train, x_test, {"y": (y_train, y_test)}, seed=seed)["y"]
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        print("\t(a classifier stopped at max_iter=1000 before converging)")
+    return scores
+
+
+def evaluate(args):
+    if args.model_id is None:
+        raise UserError("--evaluate needs --model-id: the model folder to evaluate")
+    save_dir = os.path.join(args.model_dir, args.model_id)
+    if not os.path.isdir(save_dir):
+        raise UserError(f"model folder not found: {save_dir}")
+    saved = read_json(os.path.join(save_dir, "args.json"), what="args.json")
+    if not isinstance(saved, dict):
+        raise UserError(f"args.json in {save_dir} does not hold the model's arguments")
+    if args.load_args:
+        restored = {k: saved[k] for k in LOADED_ARGS if k in saved}
+        for k, v in restored.items():
+            setattr(args, k, v)
+        print(f"Restored from args.json: {', '.join(f'{k}={v}' for k, v in restored.items())}")
+        if args.text_encoder not in TEXT_ENCODERS:
+            raise UserError(f"args.json in {save_dir} names an unknown text encoder "
+                            f"{args.text_encoder!r}")
+    train_seed = saved.get("seed")
+    seed = resolve_eval_seed(args, train_seed)
+    args.seed = seed
+    set_seed(seed)
+    device = get_device(args.no_cuda)
+    print_args(args)
+    print(f"Evaluation seed {seed} (training seed {train_seed}); device {device}")
+
+    vocab, vocab_path = model_vocabulary(args, save_dir)
+    sequence_length = saved.get("sequence_length")
+    if sequence_length is None:
+        sequence_length = sequence_length_of(tokenized_split(args.datapath, "train"))
+    print(f"Vocabulary: {len(vocab)} tokens ({vocab_path or 'rebuilt'}); "
+          f"sequence length {sequence_length}")
+    splits = {}
+    for split in ("val", "test"):
+        ds = Multimodal3DIdent(args.datapath, split, vocab=vocab, sequence_length=sequence_length)
+        if len(ds) < 3:
+            raise UserError(f"the {split} split ({ds.paths['root']}) has {len(ds)} samples; "
+                            f"evaluation needs at least 3 (3-fold cross-validation)")
+        if ds.num_truncated or ds.num_unknown:
+            print(f"{split}: {ds.num_truncated} sentences truncated to {sequence_length} tokens, "
+                  f"{ds.num_unknown} unknown words mapped to {{unk}}")
+        splits[split] = ds
+
+    enc_img, enc_txt = build_encoders(args, len(vocab), sequence_length, device)
+    for enc, name in ((enc_img, "encoder_img.pt"), (enc_txt, "encoder_txt.pt")):
+        try:
+            load_into(enc, os.path.join(save_dir, name))
+        except UserError as err:
+            hint = "" if args.load_args else " (use --load-args to take the model's settings from args.json)"
+            raise UserError(f"{err}{hint}") from None
+
+    sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
+    loss_fn = lambda a, b: symmetric_infonce(a, b, sim_metric, criterion, args.tau)  # noqa: E731
+    hz, loss = {}, {}
+    for split, ds in splits.items():
+        hz[split], loss[split] = encode(ds, enc_img, enc_txt, args, device, loss_fn)
+        print(f"<{split.capitalize()} Loss>: {loss[split]:.4f}")
+
+    rows = []
+    for m in MODALITIES:
+        x_val, x_test = probes.standardize(hz["val"][m], hz["test"][m])
+        factors = Multimodal3DIdent.FACTORS[m]
+        discrete = Multimodal3DIdent.DISCRETE_FACTORS[m]
+        continuous = {name: (splits["val"].factor_values(m, name), splits["test"].factor_values(m, name))
+                      for ix, name in factors.items() if ix not in discrete}
+        r2 = {}
+        if continuous:
+            with tqdm(total=probes.krr_work_units(len(continuous)), desc=f"kernel ridge ({m})",
+                      leave=False, dynamic_ncols=True) as bar:
+                r2 = probes.regression_scores(x_val, x_test, continuous, nonlinear="krr",
+                                              device=device, progress=lambda: bar.update(1))
+        for ix, name in factors.items():
+            if ix in discrete:
+                print(f"classifying {m}/{name}")
+                acc = classify(x_val, x_test, splits["val"].factor_values(m, name),
+                               splits["test"].factor_values(m, name), seed)
+                rows.append([ix, m, name, "discrete", math.nan, math.nan, acc[0], acc[1]])
+            else:
+                rows.append([ix, m, name, "continuous", r2[name][0], r2[name][1], math.nan, math.nan])
+
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    path = os.path.join(save_dir, "results.csv")
+    atomic_write_csv(results, path)
+    print(results.to_string())
+    print(f"Saved {path}")
+    return results
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    # Data errors (datasets.DataError) are UserErrors, one line even when a
+    # DataLoader worker raised them.
+    return evaluate(args) if args.evaluate else train(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,298 @@
+"""Image/text experiment: encoders, loss, training and evaluation end to end (CPU, tiny data)."""
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import main_imgtxt
+from datasets import EOS, PAD, Multimodal3DIdent, Vocabulary
+from encoders import TextEncoder2D, TextEncoderGRU, image_encoder, text_encoder
+from losses import infonce_loss, symmetric_infonce
+from m3di_fixture import write_m3di
+from utils import UserError, load_state_dict, run_cli
+
+SPEC_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
+                "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_m3di(str(tmp_path_factory.mktemp("m3di")), sizes={"train": 16, "val": 10, "test": 10})
+
+
+def run_main(*argv):
+    return main_imgtxt.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A conv model trained for 3 steps, checkpoints at every step; returns (model_dir, stdout)."""
+    model_dir = str(tmp_path_factory.mktemp("models"))
+    run_main("--datapath", data, "--model-dir", model_dir, "--model-id", "conv", "--batch-size", 8,
+             "--train-steps", 3, "--log-steps", 1, "--checkpoint-steps", 2, "--save-all-checkpoints",
+             "--workers", 0, "--hidden-size", 16, "--lr", 1e-3, "--seed", 5)
+    return model_dir
+
+
+# ---------------------------------------------------------------------------
+# Encoders
+
+@pytest.mark.parametrize("length", [1, 5, 24, 40, 77])
+@pytest.mark.parametrize("kind", ["conv", "gru"])
+def test_text_encoders_any_length(kind, length):
+    torch.manual_seed(0)
+    enc = text_encoder(kind, 30, 4, length)
+    x = torch.randint(3, 30, (3, length))
+    x[:, -1] = EOS
+    out = enc(x)
+    assert out.shape == (3, 4) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert enc.embedding.weight.grad is not None
+    if kind == "conv":  # shorter inputs are {pad}-padded to the encoder's length
+        enc.eval()
+        padded = torch.cat((x, torch.full((3, 4), PAD)), 1)
+        longer = text_encoder(kind, 30, 4, length + 4).eval()
+        if longer.ldim == enc.ldim:
+            longer.load_state_dict(enc.state_dict())
+            assert torch.allclose(longer(x), longer(padded), atol=1e-6)
+
+
+def test_gru_ignores_padding():
+    enc = TextEncoderGRU(20, 3)
+    x = torch.tensor([[5, 6, 7, EOS, PAD, PAD], [8, EOS, PAD, PAD, PAD, PAD]])
+    assert torch.allclose(enc(x), enc(x[:, :4]), atol=1e-6)
+    assert torch.allclose(enc(x)[1], enc(x[1:, :2])[0], atol=1e-6)
+
+
+def published_conv_forward(enc, onehot):
+    """The published TextEncoder2D's computation: Linear on one-hot vectors, fixed view to 4800."""
+    e = F.linear(onehot, enc.embedding.weight, enc.embedding.bias).unsqueeze(1)
+    h = enc.convnet(e)
+    return enc.linear(h.view(-1, 100 * 3 * 16))
+
+
+@pytest.mark.parametrize("length", [24, 27, 31])
+def test_published_layout_and_checkpoint(length, tmp_path):
+    """Published one-hot Linear weights (DataParallel-saved) load and give the same outputs."""
+    torch.manual_seed(1)
+    vocab_size = 40
+    published = TextEncoder2D(vocab_size, 4, length)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in published.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    state = nn.DataParallel(published).state_dict()
+    assert all(k.startswith("module.") for k in state)
+    assert state["module.embedding.weight"].shape == (128, vocab_size)
+    assert state["module.embedding.bias"].shape == (128,)
+    assert state["module.linear.weight"].shape == (4, 4800)
+    path = str(tmp_path / "encoder_txt.pt")
+    torch.save(state, path)
+
+    ours = TextEncoder2D(vocab_size, 4, length)
+    ours.load_state_dict(load_state_dict(path))
+    ours.eval()
+    published.eval()
+    tokens = torch.randint(0, vocab_size, (5, length))
+    onehot = F.one_hot(tokens, vocab_size).float()
+    with torch.no_grad():
+        expected = published_conv_forward(published, onehot)
+        assert torch.allclose(ours(tokens), expected, atol=1e-5)
+        assert torch.allclose(ours(onehot), expected, atol=1e-5)
+
+
+def test_image_encoder_layout():
+    enc = image_encoder(16, 3)
+    keys = list(enc.state_dict())
+    assert keys[0] == "0.conv1.weight" and keys[-2:] == ["2.weight", "2.bias"]
+    assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+# ---------------------------------------------------------------------------
+# Loss
+
+def direct_infonce(a, b, tau):
+    """2n-way cross-entropy over cosine/tau, self excluded, in float64 loops."""
+    z = np.concatenate([a, b]).astype(np.float64)
+    n, total = len(a), 0.0
+    for i in range(2 * n):
+        pos = (i + n) % (2 * n)
+        sims = [z[i] @ z[j] / (np.linalg.norm(z[i]) * np.linalg.norm(z[j])) / tau
+                for j in range(2 * n) if j != i]
+        others = [j for j in range(2 * n) if j != i]
+        total += -sims[others.index(pos)] + math.log(sum(math.exp(s) for s in sims))
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.3])
+def test_infonce_matches_formula(tau):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    sim, ce = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
+    expected = direct_infonce(a.numpy(), b.numpy(), tau)
+    assert infonce_loss(a, b, sim, ce, tau).item() == pytest.approx(expected, rel=1e-5)
+    assert symmetric_infonce(a, b, sim, ce, tau).item() == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# Training and evaluation
+
+def test_training_output(trained, data, capsys):
+    folder = os.path.join(trained, "conv")
+    files = set(os.listdir(folder))
+    assert {"args.json", "vocab.json", "encoder_img.pt", "encoder_txt.pt"} <= files
+    # checkpoints at step 1, every 2 steps and the last; --save-all-checkpoints keeps them
+    assert {f"encoder_{m}_{s}.pt" for m in ("img", "txt") for s in (1, 2, 3)} <= files
+    args = json.load(open(os.path.join(folder, "args.json")))
+    assert args["seed"] == 5 and args["model_id"] == "conv" and args["text_encoder"] == "conv"
+    assert args["sequence_length"] >= 10 and args["vocab_size"] > 3
+    state = torch.load(os.path.join(folder, "encoder_txt.pt"), weights_only=True)
+    assert not any(k.startswith("module.") for k in state)
+    assert torch.equal(torch.load(os.path.join(folder, "encoder_img_3.pt"), weights_only=True)["2.weight"],
+                       torch.load(os.path.join(folder, "encoder_img.pt"), weights_only=True)["2.weight"])
+    assert not os.path.exists(os.path.join(data, "vocab.json"))  # data folder stays untouched
+    assert len(Vocabulary.load(os.path.join(folder, "vocab.json"))) == args["vocab_size"]
+
+
+def test_log_every_step(data, tmp_path, capsys):
+    run_main("--datapath", data, "--model-dir", tmp_path, "--batch-size", 4, "--train-steps", 2,
+             "--log-steps", 1, "--checkpoint-steps", 1, "--workers", 0, "--hidden-size", 8,
+             "--text-encoder", "gru")
+    out = capsys.readouterr().out
+    assert "Step: 1 " in out and "Step: 2 " in out
+    (model_id,) = os.listdir(tmp_path)  # a string UUID was drawn for the folder name
+    args = json.load(open(tmp_path / model_id / "args.json"))
+    assert args["model_id"] == model_id and isinstance(args["seed"], int)
+
+
+def test_evaluate(trained, data):
+    results = run_main("--datapath", data, "--model-dir", trained, "--model-id", "conv", "--evaluate",
+                       "--load-args", "--workers", 0, "--batch-size", 4, "--seed", 6)
+    saved = pd.read_csv(os.path.join(trained, "conv", "results.csv"))
+    assert list(saved.columns) == SPEC_COLUMNS
+    expected = [(m, ix, name) for m in ("image", "text") for ix, name in Multimodal3DIdent.FACTORS[m].items()]
+    assert list(zip(saved.modality, saved.ix, saved.factor_name)) == expected
+    for row in saved.itertuples():
+        discrete = row.ix in Multimodal3DIdent.DISCRETE_FACTORS[row.modality]
+        assert row.factor_type == ("discrete" if discrete else "continuous")
+        scored = [row.acc_logreg, row.acc_mlp] if discrete else [row.r2_linreg, row.r2_krreg]
+        blank = [row.r2_linreg, row.r2_krreg] if discrete else [row.acc_logreg, row.acc_mlp]
+        assert all(np.isfinite(scored)) and all(np.isnan(blank))
+    assert np.allclose(results[SPEC_COLUMNS[4:]].to_numpy(float), saved[SPEC_COLUMNS[4:]].to_numpy(float),
+                       equal_nan=True)
+
+
+def test_evaluate_gru_module_prefix_and_load_args(data, tmp_path):
+    """--load-args restores the shape and loss settings; DataParallel's `module.` prefix loads."""
+    run_main("--datapath", data, "--model-dir", tmp_path, "--model-id", "g", "--batch-size", 4,
+             "--train-steps", 1, "--workers", 0, "--text-encoder", "gru", "--encoding-size", 3,
+             "--hidden-size", 8, "--tau", 0.5, "--seed", 1)
+    folder = tmp_path / "g"
+    for name in ("encoder_img.pt", "encoder_txt.pt"):
+        state = torch.load(folder / name, weights_only=True)
+        torch.save({"module." + k: v for k, v in state.items()}, folder / name)
+    common = ["--datapath", data, "--model-dir", tmp_path, "--model-id", "g", "--evaluate",
+              "--workers", 0, "--batch-size", 5]
+    with pytest.raises(UserError, match="--load-args"):
+        run_main(*common)  # default conv encoder, size 4: does not fit
+    with pytest.raises(UserError, match="training seed"):
+        run_main(*common, "--load-args", "--seed", 1)
+    results = run_main(*common, "--load-args")
+    assert len(results) == 15
+
+
+class Counting(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.sizes = inner, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        return self.inner(x)
+
+
+def test_every_sample_once_in_eval_mode(data):
+    train = Multimodal3DIdent(data, "train")
+    val = Multimodal3DIdent(data, "val", vocab=train.vocab, sequence_length=train.sequence_length)
+    torch.manual_seed(0)
+    img = Counting(image_encoder(8, 3))
+    txt = Counting(text_encoder("conv", train.vocab_size, 3, train.sequence_length))
+    img.train()
+    txt.train()
+    args = main_imgtxt.build_parser().parse_args(["--datapath", data, "--batch-size", "4", "--workers", "0"])
+    hz, loss = main_imgtxt.encode(val, img, txt, args, torch.device("cpu"))
+    assert img.sizes == [4, 4, 2] and txt.sizes == [4, 4, 2]  # each encoder once per batch
+    assert hz["image"].shape == (10, 3) and hz["text"].shape == (10, 3)
+    assert not img.training and not txt.training
+    # eval-mode BatchNorm: an encoding does not depend on the other samples of its batch
+    args.batch_size = 10
+    hz10, _ = main_imgtxt.encode(val, img, txt, args, torch.device("cpu"))
+    args.batch_size = 3
+    hz3, _ = main_imgtxt.encode(val, img, txt, args, torch.device("cpu"))
+    for m in ("image", "text"):
+        assert np.allclose(hz[m], hz10[m], atol=1e-5) and np.allclose(hz[m], hz3[m], atol=1e-5)
+
+
+def test_eval_seed_differs_from_training_seed():
+    args = main_imgtxt.build_parser().parse_args(["--datapath", "x"])
+    for _ in range(20):
+        assert main_imgtxt.resolve_eval_seed(args, 7) != 7
+    args.seed = 7
+    with pytest.raises(UserError):
+        main_imgtxt.resolve_eval_seed(args, 7)
+    assert main_imgtxt.resolve_eval_seed(args, None) == 7
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+
+def test_bad_input(data, trained, tmp_path):
+    cases = [
+        (["--datapath", tmp_path / "nope"], "data folder not found"),
+        (["--datapath", data, "--batch-size", 0], "--batch-size must be at least 1"),
+        (["--datapath", data, "--encoding-size", -1], "--encoding-size"),
+        (["--datapath", data, "--train-steps", 0], "--train-steps"),
+        (["--datapath", data, "--checkpoint-steps", 0], "--checkpoint-steps"),
+        (["--datapath", data, "--tau", 0], "--tau"),
+        (["--datapath", data, "--batch-size", 17], "exceeds the 16 training samples"),
+        (["--datapath", data, "--evaluate"], "--model-id"),
+        (["--datapath", data, "--evaluate", "--model-dir", tmp_path, "--model-id", "x"],
+         "model folder not found"),
+    ]
+    os.makedirs(tmp_path / "empty")
+    cases.append((["--datapath", data, "--evaluate", "--model-dir", tmp_path, "--model-id", "empty"],
+                  "args.json not found"))
+    shutil.copytree(os.path.join(trained, "conv"), tmp_path / "nockpt")
+    os.remove(tmp_path / "nockpt" / "encoder_txt.pt")
+    cases.append((["--datapath", data, "--evaluate", "--model-dir", tmp_path, "--model-id", "nockpt",
+                   "--load-args", "--workers", 0], "encoder_txt.pt"))
+    for argv, message in cases:
+        with pytest.raises(UserError, match=message):
+            run_main(*argv)
+
+
+def test_cli_data_error_is_one_line(data, tmp_path, capsys):
+    """A broken image met in a DataLoader worker: exit code 2, one line naming the file."""
+    broken = str(tmp_path / "m3di")
+    shutil.copytree(data, broken)
+    bad = os.path.join(broken, "train", "images", "07.png")
+    with open(bad, "wb") as f:
+        f.write(b"\x89PNG broken")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(main_imgtxt.main, ["--datapath", broken, "--model-dir", str(tmp_path / "models"),
+                                   "--batch-size", "16", "--train-steps", "1", "--workers", "1",
+                                   "--hidden-size", "8"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].split("error: ", 1)[1].startswith(f"cannot read image {bad}: ")
+    assert "Traceback" not in err
