@@ -87,3 +87,47 @@ def broadcast_object(obj, info):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the global batch of all ranks.
+
+    nn.SyncBatchNorm does this on GPUs only; this version works with gloo on
+    CPU. The statistics are summed with a differentiable all-reduce, so the
+    gradients equal those of one process on the global batch. Same parameters
+    and buffers as BatchNorm2d, so state dicts are interchangeable.
+    """
+
+    def forward(self, x):
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        count = torch.full((1,), x.numel() / c, dtype=x.dtype, device=x.device)
+        stats = dist_fn.all_reduce(torch.cat((x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count)))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+
+
+def sync_batchnorm(module, info, device):
+    """Make every BatchNorm2d use global-batch statistics under DDP (no-op otherwise)."""
+    if not info.enabled:
+        return module
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is torch.nn.BatchNorm2d:
+            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                    child.track_running_stats).to(child.weight.device)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            sync_batchnorm(child, info, device)
+    return module

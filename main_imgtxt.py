@@ -20,17 +20,21 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import probes
+from distributed import (DistInfo, broadcast_object, cleanup, device_for, gather_with_grad,
+                         init_distributed, sync_batchnorm, wrap_ddp)
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import symmetric_infonce
 from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   get_device, infinite_iterator, load_into, new_model_id, read_json, run_cli,
-                   set_seed, should_log)
+                   infinite_iterator, load_into, new_model_id, read_json, run_cli, set_seed,
+                   should_log)
 
 CLIP_NORM = 2.0
+CHECKPOINT = "checkpoint.pt"  # encoders, optimiser and step, for --resume
 RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
                   "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
 # Settings that --load-args restores from args.json: everything that shapes the
@@ -63,6 +67,8 @@ def build_parser():
                    help="with --evaluate, take the model's settings (" + ", ".join(LOADED_ARGS)
                         + ") from its args.json")
     p.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="conv")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training run from its last checkpoint")
     return p
 
 
@@ -83,15 +89,19 @@ def check_args(args):
         raise UserError(f"data folder not found: {args.datapath}")
 
 
-def loader(dataset, args, device, train, seed=0):
-    """Training: shuffled, drop-last batches. Evaluation: every sample once, in order."""
-    kwargs = {"batch_size": args.batch_size, "num_workers": args.workers,
-              "pin_memory": device.type == "cuda", "persistent_workers": train and args.workers > 0}
-    if train:
-        kwargs.update(shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
-    else:
-        kwargs.update(shuffle=False, drop_last=False)
-    return DataLoader(dataset, **kwargs)
+def loader(dataset, args, device, train, seed=0, info=DistInfo()):
+    """Training: shuffled, drop-last batches, each rank its share of every global batch.
+    Evaluation: every sample once, in order."""
+    kwargs = {"num_workers": args.workers, "pin_memory": device.type == "cuda",
+              "persistent_workers": train and args.workers > 0}
+    if not train:
+        return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False, **kwargs)
+    # One process uses the same sampler (world size 1), so a seed gives the same
+    # global batches whatever the number of processes.
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=seed, drop_last=True)
+    return DataLoader(dataset, batch_size=args.batch_size // info.world_size, sampler=sampler,
+                      drop_last=True, **kwargs)
 
 
 def build_encoders(args, vocab_size, sequence_length, device):
@@ -109,17 +119,33 @@ def print_args(args, title="Arguments:"):
 # ---------------------------------------------------------------------------
 # Training
 
-def train(args):
-    model_id = args.model_id if args.model_id is not None else new_model_id()
-    seed = args.seed if args.seed is not None else draw_seed()
-    args.model_id, args.seed = model_id, seed
-    save_dir = os.path.join(args.model_dir, model_id)
-    device = get_device(args.no_cuda)
+def restore_run(args):
+    """With --resume, the interrupted run's settings (the data path may have moved)."""
+    if args.model_id is None:
+        raise UserError("--resume needs the --model-id of the interrupted run")
+    save_dir = os.path.join(args.model_dir, args.model_id)
+    if not os.path.isfile(os.path.join(save_dir, CHECKPOINT)):
+        raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
+    saved = read_json(os.path.join(save_dir, "args.json"), what="args.json")
+    for key, value in saved.items():
+        if key not in ("resume", "datapath", "workers", "no_cuda"):
+            setattr(args, key, value)
+
+
+def train(args, device, info=DistInfo()):
+    if args.resume:
+        restore_run(args)
+    if args.model_id is None:
+        args.model_id = broadcast_object(new_model_id(), info)
+    if args.seed is None:
+        args.seed = broadcast_object(draw_seed(), info)
+    seed = args.seed
+    save_dir = os.path.join(args.model_dir, args.model_id)
     set_seed(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
 
-    data_vocab = os.path.join(args.datapath, "vocab.json")
+    data_vocab = os.path.join(save_dir if args.resume else args.datapath, "vocab.json")
     vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
     dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab)
     if len(dataset) < args.batch_size:
@@ -128,45 +154,52 @@ def train(args):
     if args.batch_size < 2:
         raise UserError("--batch-size must be at least 2 for training (contrastive negatives, "
                         "BatchNorm statistics)")
+    if args.batch_size % info.world_size:
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
+                        f"{info.world_size} processes")
     args.sequence_length, args.vocab_size = dataset.sequence_length, dataset.vocab_size
 
-    os.makedirs(save_dir, exist_ok=True)
-    dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
-    atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
-    print_args(args)
-    print(f"Model folder: {save_dir}  (vocabulary: {dataset.vocab_size} tokens"
-          f"{' from ' + data_vocab if vocab is not None else ', built from the training split'}; "
-          f"sequence length {dataset.sequence_length}; device {device})")
-    if dataset.num_unknown:
-        print(f"Note: {dataset.num_unknown} training tokens are missing from {data_vocab} and map "
-              f"to {{unk}}")
+    if info.is_main and not args.resume:
+        os.makedirs(save_dir, exist_ok=True)
+        dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
+        atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
+        report_training_setup(args, dataset, save_dir, data_vocab, vocab, device)
 
     enc_img, enc_txt = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
+    enc_img, enc_txt = (sync_batchnorm(e, info, device) for e in (enc_img, enc_txt))
     params = list(enc_img.parameters()) + list(enc_txt.parameters())
     optimizer = torch.optim.Adam(params, lr=args.lr)
+    ddp_img, ddp_txt = wrap_ddp(enc_img, info, device), wrap_ddp(enc_txt, info, device)
     sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
-    batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed))
+    first = load_checkpoint(save_dir, enc_img, enc_txt, optimizer) + 1 if args.resume else 1
+    batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
+                                start_batch=first - 1)
     enc_img.train()
     enc_txt.train()
 
     def save(step):
-        for name, enc in (("encoder_img", enc_img), ("encoder_txt", enc_txt)):
-            state = enc.state_dict()
+        states = {"encoder_img": enc_img.state_dict(), "encoder_txt": enc_txt.state_dict()}
+        for name, state in states.items():
             atomic_torch_save(state, os.path.join(save_dir, f"{name}.pt"))
             if args.save_all_checkpoints:
                 atomic_torch_save(state, os.path.join(save_dir, f"{name}_{step}.pt"))
+        atomic_torch_save({"step": step, "optimizer": optimizer.state_dict(), **states},
+                          os.path.join(save_dir, CHECKPOINT))
 
     window_sum, window_n = torch.zeros((), device=device), 0
-    bar = tqdm(range(1, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
-               mininterval=1.0)
+    bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
+               mininterval=1.0, disable=not info.is_main, initial=first - 1, total=args.train_steps)
     start = time.perf_counter()
     for step in bar:
         batch = next(batches)
         images = batch["image"].to(device, non_blocking=True)
         texts = batch["text"].to(device, non_blocking=True)
-        loss = symmetric_infonce(enc_img(images), enc_txt(texts), sim_metric, criterion, args.tau)
+        # Every rank scores the whole global batch: all negatives of a one-process run.
+        hz_img = gather_with_grad(ddp_img(images), info)
+        hz_txt = gather_with_grad(ddp_txt(texts), info)
+        loss = symmetric_infonce(hz_img, hz_txt, sim_metric, criterion, args.tau)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients over ranks here
         torch.nn.utils.clip_grad_norm_(params, max_norm=CLIP_NORM)
         optimizer.step()
         window_sum += loss.detach()
@@ -175,21 +208,46 @@ def train(args):
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 10 == 0:
             value = loss.item()
-            rate = step * args.batch_size / (time.perf_counter() - start)
+            rate = (step - first + 1) * args.batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{value:.4f}", samples_per_s=f"{rate:.1f}")
             if not math.isfinite(value):
                 raise UserError(f"training diverged: the loss is {value} at step {step} "
-                                f"(try a lower --lr or a higher --tau)")
-        if logging:
-            tqdm.write(f"Step: {step} \t Loss: {value:.4f} \t "
+                                f"(try a lower --lr or a higher --tau); the last good "
+                                f"checkpoint in {save_dir} is kept")
+        if logging and info.is_main:
+            tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
                        f"<Loss>: {(window_sum / window_n).item():.4f}")
+        if logging:
             window_sum.zero_()
             window_n = 0
-        if should_log(step, args.checkpoint_steps, args.train_steps):
+        if should_log(step, args.checkpoint_steps, args.train_steps) and info.is_main:
             save(step)
     bar.close()
-    print(f"Saved the encoders to {save_dir}")
+    if info.is_main:
+        print(f"Saved the encoders to {save_dir}")
     return save_dir
+
+
+def load_checkpoint(save_dir, enc_img, enc_txt, optimizer):
+    path = os.path.join(save_dir, CHECKPOINT)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        enc_img.load_state_dict(state["encoder_img"])
+        enc_txt.load_state_dict(state["encoder_txt"])
+        optimizer.load_state_dict(state["optimizer"])
+    except Exception as err:
+        raise UserError(f"cannot resume from {path}: {str(err).splitlines()[0]}") from None
+    return state["step"]
+
+
+def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
+    print_args(args)
+    print(f"Model folder: {save_dir}  (vocabulary: {dataset.vocab_size} tokens"
+          f"{' from ' + data_vocab if vocab is not None else ', built from the training split'}; "
+          f"sequence length {dataset.sequence_length}; device {device})")
+    if dataset.num_unknown:
+        print(f"Note: {dataset.num_unknown} training tokens are missing from {data_vocab} and map "
+              f"to {{unk}}")
 
 
 # ---------------------------------------------------------------------------
@@ -253,7 +311,7 @@ def classify(x_train, x_test, y_train, y_test, seed):
     return scores
 
 
-def evaluate(args):
+def evaluate(args, device):
     if args.model_id is None:
         raise UserError("--evaluate needs --model-id: the model folder to evaluate")
     save_dir = os.path.join(args.model_dir, args.model_id)
@@ -274,7 +332,6 @@ def evaluate(args):
     seed = resolve_eval_seed(args, train_seed)
     args.seed = seed
     set_seed(seed)
-    device = get_device(args.no_cuda)
     print_args(args)
     print(f"Evaluation seed {seed} (training seed {train_seed}); device {device}")
 
@@ -345,7 +402,14 @@ def main(argv=None):
     check_args(args)
     # Data errors (datasets.DataError) are UserErrors, one line even when a
     # DataLoader worker raised them.
-    return evaluate(args) if args.evaluate else train(args)
+    info = init_distributed(args.no_cuda)
+    try:
+        device = device_for(info, args.no_cuda)
+        if args.evaluate:  # rank 0 alone: evaluation is cheap next to training
+            return evaluate(args, device) if info.is_main else None
+        return train(args, device, info)
+    finally:
+        cleanup(info)
 
 
 if __name__ == "__main__":

@@ -254,7 +254,8 @@ def train(args, device, info=DistInfo()):
         if logging and info.is_main:
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
             val_loss, r2 = quick_probe(space, net, loss_fn, probe_gen, args.seed)
-            tqdm.write(f"step {step}: loss {val_loss:.4f} | linear R^2 from hz1: "
+            tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
+                       "linear R^2 from hz1: "
                        + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))
     bar.close()
     if info.is_main:

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 
 class UserError(Exception):
@@ -46,10 +47,22 @@ def get_device(no_cuda=False):
     return torch.device("cpu")
 
 
-def infinite_iterator(loader):
-    """Cycle over a DataLoader forever, reshuffling on every pass."""
+def infinite_iterator(loader, start_batch=0):
+    """Batches of a DataLoader forever, reshuffling on every pass; `start_batch`
+    batches are skipped without loading them (to resume a run where it stopped)."""
+    epoch, skip = divmod(start_batch, len(loader))
     while True:
-        yield from loader
+        if hasattr(loader.sampler, "set_epoch"):  # a DistributedSampler reshuffles only when told
+            loader.sampler.set_epoch(epoch)
+        if skip:
+            rest = list(loader.sampler)[skip * loader.batch_size:]
+            yield from DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=rest,
+                                  drop_last=loader.drop_last, num_workers=loader.num_workers,
+                                  pin_memory=loader.pin_memory)
+            skip = 0
+        else:
+            yield from loader
+        epoch += 1
 
 
 def should_log(step, every, last_step):
@@ -61,7 +74,7 @@ def should_log(step, every, last_step):
 # Crash-safe file output: write to a temporary file in the same folder, then
 # rename, so a kill at any moment leaves the previous version intact.
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -79,11 +92,11 @@ def _atomic_write(path, write):
 
 
 def atomic_torch_save(obj, path):
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path, text):
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path, obj):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main_mlp
+import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
@@ -103,10 +104,20 @@ def assert_one_line_error(proc, *needles):
     (["--style-change-prob", "1.5"], "--style-change-prob"),
     (["--style-change-prob", "-0.1"], "--style-change-prob"),
     (["--m-param", "0"], "--m-param"),
+    (["--evaluate"], "--model-id"),
+    (["--resume"], "--model-id"),
 ])
-def test_bad_flags(tmp_path, flags, needle):
-    assert_one_line_error(run_cli("--model-dir", str(tmp_path), *flags), needle)
+def test_bad_flags(tmp_path, capsys, flags, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(main_mlp.main, ["--model-dir", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
     assert not any(tmp_path.iterdir())
+
+
+def test_bad_flag_from_the_command_line(tmp_path):
+    assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--content-n", "0"), "--content-n")
 
 
 def test_evaluation_errors_leave_saved_files_intact(tmp_path):

@@ -1,0 +1,617 @@
+"""Run the paper's experiments: named grids of settings x seeds, each trained then evaluated.
+
+    python experiments.py --list                        # the experiments and their grids
+    python experiments.py table1 --jobs 2               # CPU-sized settings (--scale quick)
+    python experiments.py table1 table4 figure8 --scale paper
+    python experiments.py figure3 --dry-run             # print the commands, run nothing
+    python report.py runs/table1                        # tables and figures of the results
+
+Each run is a model folder <out>/<experiment>/<run-name>/ of main_mlp.py or
+main_imgtxt.py (run-name encodes the settings and the seed, e.g.
+p0.75_stat_cau_multi_s0), to which the runner adds
+    train.log, evaluate.log   stdout and stderr of each step
+    TRAINED                   written after training exited 0
+A run whose results.csv exists is skipped, so rerunning a command resumes it.
+A folder without TRAINED (and without results.csv) is what an interrupted
+training left behind: it is continued with the entry point's --resume where it
+holds a checkpoint.pt, otherwise deleted and trained again from scratch.
+figure8 evaluates copies of table1's multimodal models, training them in
+<out>/table1/ first where they are missing (table1 then reuses them).
+"""
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from utils import UserError, atomic_write_json, read_json, run_cli
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXPERIMENTS = {
+    "table1": "Table 1: simulation, unimodal and multimodal, five latent settings",
+    "table4": "Table 4: multimodal simulation without modality-specific latents (--modality-n 0)",
+    "figure8": "Figure 8: table1's multimodal models evaluated with --permuted-content",
+    "figure3": "Figure 3: image/text with position-dependent colour, by encoding size",
+}
+# Table 1's rows: (p(chg), statistical dependence, content-dependent style).
+SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
+            (0.75, False, True), (0.75, True, True))
+ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
+# Evaluation seed = training seed + this: fresh samples (the entry points refuse
+# the training seed), yet reproducible.
+EVAL_SEED_OFFSET = 10_000
+TRAINED = "TRAINED"
+CHECKPOINT = "checkpoint.pt"  # written by the entry points during training, for --resume
+LOCK = ".experiments.lock"
+# Files a finished training must have left (SPEC sections 2 and 3).
+MODEL_FILES = {"main_mlp.py": ("args.json", "g1.pt", "g2.pt"),
+               "main_imgtxt.py": ("args.json", "encoder_img.pt", "encoder_txt.pt")}
+# Flags that do not change what a model learns, so a reused model may differ in them.
+NOT_COMPARED = {"--model-dir", "--model-id", "--datapath", "--workers", "--log-steps",
+                "--checkpoint-steps"}
+
+# Hyperparameters per scale. "paper" spells out the paper's values (the entry
+# points' defaults) so that every command documents itself.
+SCALES = {
+    "paper": {
+        "sim_train": {"--content-n": 5, "--style-n": 5, "--modality-n": 5, "--encoding-size": 5,
+                      "--batch-size": 6144, "--lr": 1e-4, "--train-steps": 300001, "--log-steps": 1000},
+        "sim_eval": {"--num-eval-batches": 5},
+        "imgtxt_train": {"--batch-size": 256, "--lr": 1e-5, "--train-steps": 100001,
+                         "--log-steps": 1000, "--checkpoint-steps": 10000, "--workers": 4},
+        "imgtxt_eval": {"--workers": 4},
+        "data": None,  # the published Multimodal3DIdent: --datapath is required
+    },
+    # CPU-sized. Simulation: blocks of 2 reach content R^2 ~0.9+ in 5,000 steps
+    # (about 5 minutes per model on 2 cores, SPEC section 6). Image/text:
+    # PROVISIONAL, not yet tuned: about 3 s per step at 64 px, batch 64 on 2 busy cores.
+    "quick": {
+        "sim_train": {"--content-n": 2, "--style-n": 2, "--modality-n": 2, "--encoding-size": 2,
+                      "--batch-size": 512, "--lr": 1e-4, "--train-steps": 5001, "--log-steps": 1000},
+        "sim_eval": {"--num-eval-batches": 1},
+        "imgtxt_train": {"--batch-size": 64, "--lr": 1e-4, "--train-steps": 2001,
+                         "--log-steps": 200, "--checkpoint-steps": 500, "--workers": 1},
+        "imgtxt_eval": {"--workers": 1},
+        "data": {"--n-train": 10000, "--n-val": 1000, "--n-test": 1000, "--seed": 0,
+                 "--image-size": 64, "--position-dependent-color": True,
+                 "--workers": os.cpu_count() or 1},
+    },
+}
+
+_PRINT_LOCK = threading.Lock()
+_STOP = threading.Event()      # set on Ctrl-C / SIGTERM: start nothing new
+_LIVE = set()                  # running child processes, to stop them on interruption
+_LIVE_LOCK = threading.Lock()
+
+
+class StepFailed(Exception):
+    """A step of a job failed; the message says which and where its log is."""
+
+
+def say(msg):
+    with _PRINT_LOCK:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------- the grids ---
+
+@dataclass
+class Run:
+    experiment: str
+    name: str            # run-name: settings and seed
+    row: dict            # the flags that define this run's row of the experiment
+    run_dir: str         # <out>/<experiment>/<name>: where results.csv is written
+    train_dir: str       # where the model is trained: run_dir, or the table1 folder it reuses
+    train_flags: dict
+    eval_flags: dict
+    script: str
+
+
+def render(flags):
+    """{'--a': 1, '--b': True, '--c': False} -> ['--a', '1', '--b']."""
+    out = []
+    for flag, value in flags.items():
+        if value is True:
+            out.append(flag)
+        elif value is not False and value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def script_path(script):
+    """The entry point, relative to the working directory where that is shorter."""
+    path = os.path.join(HERE, script)
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
+
+
+def command(script, flags, *positional):
+    return [sys.executable, script_path(script), *positional, *render(flags)]
+
+
+def location(model_dir):
+    return {"--model-dir": os.path.dirname(model_dir), "--model-id": os.path.basename(model_dir)}
+
+
+def merge(first, defaults):
+    """`first`, then the entries of `defaults` it does not set (so rows override scales)."""
+    return {**first, **{k: v for k, v in defaults.items() if k not in first}}
+
+
+def sim_row_name(p, stat, cau, mode, no_modality):
+    return f"p{p}" + "_stat" * stat + "_cau" * cau + f"_{mode}" + "_nm0" * no_modality
+
+
+def simulation_runs(experiment, out, scale, seeds):
+    modes = ("uni", "multi") if experiment == "table1" else ("multi",)
+    trained_in = "table1" if experiment == "figure8" else experiment  # figure8 reuses table1's models
+    for p, stat, cau in SIM_ROWS:
+        for mode in modes:
+            row = {"--style-change-prob": p, "--statistical-dependence": stat,
+                   "--content-dependent-style": cau,
+                   "--shared-mixing": mode == "uni", "--shared-encoder": mode == "uni"}
+            if experiment == "table4":
+                row["--modality-n"] = 0
+            row_name = sim_row_name(p, stat, cau, mode, experiment == "table4")
+            for seed in seeds:
+                name = f"{row_name}_s{seed}"
+                run_dir = os.path.join(out, experiment, name)
+                train_dir = os.path.join(out, trained_in, name)
+                train = merge({**location(train_dir), "--seed": seed, **row}, SCALES[scale]["sim_train"])
+                evaluate = {**location(run_dir), "--evaluate": True, "--load-args": True,
+                            "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale]["sim_eval"],
+                            "--permuted-content": experiment == "figure8"}
+                yield Run(experiment, name, row, run_dir, train_dir, train, evaluate, "main_mlp.py")
+
+
+def imgtxt_runs(out, scale, seeds, datapath):
+    for size in ENCODING_SIZES:
+        row = {"--encoding-size": size}
+        for seed in seeds:
+            name = f"enc{size}_s{seed}"
+            run_dir = os.path.join(out, "figure3", name)
+            train = merge({**location(run_dir), "--datapath": datapath, "--seed": seed, **row},
+                          SCALES[scale]["imgtxt_train"])
+            evaluate = {**location(run_dir), "--datapath": datapath, "--evaluate": True,
+                        "--load-args": True, "--seed": seed + EVAL_SEED_OFFSET,
+                        **SCALES[scale]["imgtxt_eval"]}
+            yield Run("figure3", name, row, run_dir, run_dir, train, evaluate, "main_imgtxt.py")
+
+
+def experiment_runs(experiment, out, scale, seeds, datapath):
+    if experiment == "figure3":
+        return list(imgtxt_runs(out, scale, seeds, datapath))
+    return list(simulation_runs(experiment, out, scale, seeds))
+
+
+def data_plan(out, scale, datapath):
+    """figure3's data folder, and the Step that generates it (None if given or complete)."""
+    if datapath is not None:
+        if not os.path.isdir(datapath):
+            raise UserError(f"--datapath {datapath} is not a folder")
+        return datapath, None
+    if SCALES[scale]["data"] is None:
+        raise UserError("figure3 at --scale paper needs --datapath: the published Multimodal3DIdent "
+                        "folder (or one made with generate_m3di.py --image-size 224 "
+                        "--position-dependent-color)")
+    folder = os.path.join(out, "data", f"m3di_{scale}")
+    if os.path.isdir(folder):  # generated into <folder>.partial, renamed when complete
+        return folder, None
+    return folder, Step("generate", folder, command("generate_m3di.py", SCALES[scale]["data"],
+                                                    folder + ".partial"))
+
+
+def build_runs(experiments, out, scale, seeds, datapath=None):
+    """All runs of the named experiments, and the data-generation Step (or None)."""
+    runs, generate = [], None
+    for experiment in experiments:
+        if experiment == "figure3":
+            datapath, generate = data_plan(out, scale, datapath)
+        runs += experiment_runs(experiment, out, scale, seeds, datapath)
+    return runs, generate
+
+
+# ------------------------------------------------------- state on disk ---
+
+def has_results(folder):
+    return os.path.isfile(os.path.join(folder, "results.csv"))
+
+
+def is_trained(folder):
+    # A folder with results was evaluated, so its training had finished, even
+    # if it was made by hand or by the published scripts (no marker).
+    return os.path.isfile(os.path.join(folder, TRAINED)) or has_results(folder)
+
+
+def resumable(folder):
+    return os.path.isfile(os.path.join(folder, CHECKPOINT))
+
+
+def settings_conflicts(folder, train_flags):
+    """Flags in which a trained model's args.json differs from `train_flags`,
+    e.g. '--lr 0.001 (here 0.0001)'."""
+    path = os.path.join(folder, "args.json")
+    if not os.path.isfile(path):
+        return []
+    saved = read_json(path, "args.json")
+    conflicts = []
+    for flag, wanted in train_flags.items():
+        key = flag.lstrip("-").replace("-", "_")
+        if flag in NOT_COMPARED or key not in saved:
+            continue
+        if not same_value(saved[key], wanted):
+            conflicts.append(f"{flag} {saved[key]} (here {wanted})")
+    return conflicts
+
+
+def same_value(have, wanted):
+    """args.json's value against a flag's (1e-4 == 0.0001; True == present)."""
+    if isinstance(wanted, bool):
+        return bool(have) == wanted
+    try:
+        return float(have) == float(wanted)
+    except (TypeError, ValueError):
+        return str(have) == str(wanted)
+
+
+def check_reuse(runs):
+    """Refuse to skip, reuse or resume models trained with other settings (e.g. quick vs paper scale)."""
+    bad = {}
+    for run in runs:
+        for folder in {run.train_dir, run.run_dir}:
+            if folder not in bad and (is_trained(folder) or resumable(folder)):
+                conflicts = settings_conflicts(folder, run.train_flags)
+                if conflicts:
+                    bad[folder] = conflicts
+    if bad:
+        folder, conflicts = next(iter(bad.items()))
+        more = f"; and {len(bad) - 1} more folders" if len(bad) > 1 else ""
+        raise UserError(f"{folder} was trained with other settings: {', '.join(conflicts)}{more}; "
+                        "use another --out, or the --scale it was run with")
+
+
+# ------------------------------------------------------------ the plan ---
+
+@dataclass
+class Step:
+    kind: str            # "remove", "train", "copy", "evaluate" or "generate" (data)
+    folder: str          # the model folder the step works on
+    cmd: list = None     # train / evaluate
+    source: str = None   # copy: the trained folder
+
+    def describe(self):
+        if self.kind == "remove":
+            return f"rm -rf {shlex.quote(self.folder)}   # incomplete training"
+        if self.kind == "copy":
+            return f"cp -r {shlex.quote(self.source)} {shlex.quote(self.folder)}   # reuse the trained model"
+        if self.kind == "generate":
+            return (f"{shlex.join(self.cmd)} > {shlex.quote(self.folder)}.log 2>&1 && "
+                    f"mv {shlex.quote(self.folder)}.partial {shlex.quote(self.folder)}")
+        log = os.path.join(self.folder, f"{self.kind}.log")
+        return f"{shlex.join(self.cmd)} > {shlex.quote(log)} 2>&1"
+
+
+@dataclass
+class Job:
+    """One trained model and the evaluations that need it: runs in one worker, in order."""
+    train_dir: str
+    script: str
+    runs: list
+    steps: list = None
+
+
+def group_jobs(runs):
+    jobs = {}
+    for run in runs:
+        jobs.setdefault(run.train_dir, Job(run.train_dir, run.script, [])).runs.append(run)
+    return list(jobs.values())
+
+
+def plan_steps(job):
+    """The steps still to do for `job`, given what is on disk."""
+    todo = [run for run in job.runs if not has_results(run.run_dir)]
+    steps = []
+    if any(not is_trained(run.run_dir) for run in todo) and not is_trained(job.train_dir):
+        train = command(job.script, job.runs[0].train_flags)
+        if resumable(job.train_dir):  # an interrupted training: continue it
+            train.append("--resume")
+        elif os.path.exists(job.train_dir):  # interrupted before its first checkpoint
+            steps.append(Step("remove", job.train_dir))
+        steps.append(Step("train", job.train_dir, train))
+    for run in todo:
+        if run.run_dir != job.train_dir and not is_trained(run.run_dir):
+            if os.path.exists(run.run_dir):
+                steps.append(Step("remove", run.run_dir))
+            steps.append(Step("copy", run.run_dir, source=job.train_dir))
+        steps.append(Step("evaluate", run.run_dir, command(run.script, run.eval_flags)))
+    return steps
+
+
+# ------------------------------------------------------------ execution ---
+
+def run_command(cmd, log_path, env=None):
+    """Run `cmd` with stdout and stderr appended to `log_path`; return its exit code."""
+    with open(log_path, "a") as log:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
+        with _LIVE_LOCK:  # under the lock, so that stop_children() sees every child
+            if _STOP.is_set():
+                return -signal.SIGTERM
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            _LIVE.add(proc)
+        try:
+            return proc.wait()
+        except BaseException:  # interrupted while waiting (Ctrl-C, SIGTERM): no orphans
+            proc.terminate()
+            proc.wait()
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+
+
+def last_line(path):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f.read().replace("\r", "\n").splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+    except OSError:
+        return ""
+
+
+def run_logged(step, env):
+    os.makedirs(step.folder, exist_ok=True)
+    log = os.path.join(step.folder, f"{step.kind}.log")
+    rc = run_command(step.cmd, log, env=env)
+    if rc != 0:
+        raise StepFailed(f"{step.kind} of {step.folder} exited with {rc}: {last_line(log)!r} "
+                         f"(log: {log})")
+    return log
+
+
+def copy_model(source, dest):
+    """Copy a trained model folder (not its results or logs of evaluation) atomically."""
+    partial = dest + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, ignore=shutil.ignore_patterns(
+        "results.csv", "evaluate.log", CHECKPOINT, "*.tmp"))  # the checkpoint only serves --resume
+    atomic_write_json(os.path.join(partial, TRAINED), {"copied_from": source, "time": time.ctime()})
+    os.rename(partial, dest)
+
+
+def execute(step, env):
+    if step.kind == "remove":
+        shutil.rmtree(step.folder)
+    elif step.kind == "copy":
+        copy_model(step.source, step.folder)
+    elif step.kind == "train":
+        log = run_logged(step, env)
+        script = os.path.basename(step.cmd[1])
+        missing = [f for f in MODEL_FILES[script] if not os.path.isfile(os.path.join(step.folder, f))]
+        if missing:
+            raise StepFailed(f"training of {step.folder} exited 0 but wrote no {', '.join(missing)} "
+                             f"(log: {log})")
+        atomic_write_json(os.path.join(step.folder, TRAINED),
+                          {"command": shlex.join(step.cmd), "time": time.ctime()})
+    elif step.kind == "evaluate":
+        log = run_logged(step, env)
+        if not has_results(step.folder):
+            raise StepFailed(f"evaluation of {step.folder} exited 0 but wrote no results.csv (log: {log})")
+
+
+def run_job(job, env):
+    """Execute a job's steps; return None or the message of the step that failed."""
+    for step in job.steps:
+        if _STOP.is_set():
+            return None
+        if step.kind in ("train", "evaluate"):
+            say(f"{step.kind} {step.folder}")
+        start = time.time()
+        try:
+            execute(step, env)
+        except (StepFailed, OSError) as err:
+            if _STOP.is_set():
+                return None
+            say(f"FAILED {err}")
+            return str(err)
+        if step.kind in ("train", "evaluate"):
+            say(f"done {step.kind} {step.folder} ({(time.time() - start) / 60:.1f} min)")
+    return None
+
+
+def child_env(n_jobs):
+    """Environment of the children: share the CPU cores between concurrent jobs
+    (torch would otherwise start one thread per core in every job), and keep
+    progress bars in log files short."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_jobs)))
+    env.setdefault("TQDM_MININTERVAL", "10")
+    return env
+
+
+def stop_children():
+    with _LIVE_LOCK:
+        _STOP.set()
+        live = list(_LIVE)
+    for proc in live:
+        if proc.poll() is None:
+            proc.terminate()
+
+
+def run_jobs(jobs, n_jobs):
+    """Run the jobs, n_jobs at a time; return the failure messages."""
+    env = child_env(n_jobs)
+    failures = []
+    pool = ThreadPoolExecutor(max_workers=n_jobs)
+    try:
+        futures = [pool.submit(run_job, job, env) for job in jobs]
+        for future in as_completed(futures):
+            if future.result():
+                failures.append(future.result())
+    except KeyboardInterrupt:
+        say("interrupted: stopping the running jobs (rerun the same command to resume)")
+        stop_children()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return failures
+
+
+@contextmanager
+def out_lock(out):
+    """One runner per output folder: resuming deletes unfinished model folders,
+    which must not be another runner's trainings in progress."""
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        with open(path) as f:
+            pid = int(f.read().strip() or 0)
+        if pid and pid != os.getpid() and pid_alive(pid):
+            raise UserError(f"another experiments.py (pid {pid}) is running on {out}") from None
+        os.remove(path)  # stale: its runner died
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        os.remove(path)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def generate_data(step):
+    """Generate into <folder>.partial and rename it when complete: a folder that
+    exists is a complete data set."""
+    partial, log = step.folder + ".partial", step.folder + ".log"
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted generation
+    os.makedirs(os.path.dirname(step.folder), exist_ok=True)
+    say(f"generate {step.folder}")
+    rc = run_command(step.cmd, log, env=child_env(1))
+    if rc != 0:
+        raise UserError(f"generating {step.folder} failed with exit code {rc}: {last_line(log)!r} "
+                        f"(log: {log})")
+    os.rename(partial, step.folder)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C
+
+
+# ------------------------------------------------------------------- CLI ---
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one-line errors, exit 2, like the entry points
+        raise UserError(message)
+
+
+def build_parser():
+    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog="experiments: " + ", ".join(EXPERIMENTS) + " (or all)")
+    p.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (3)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="quick",
+                   help="quick: CPU-sized settings; paper: the paper's hyperparameters (quick)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
+    p.add_argument("--out", default="runs", help="output folder (runs/)")
+    p.add_argument("--datapath", default=None,
+                   help="figure3: Multimodal3DIdent folder (required with --scale paper; "
+                        "otherwise generated into OUT/data/ if not given)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    p.add_argument("--list", action="store_true", help="print the experiments and their grids")
+    return p
+
+
+def parse_args(argv):
+    args = build_parser().parse_args(argv)
+    names = list(EXPERIMENTS) if args.experiments == ["all"] else args.experiments
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        raise UserError(f"unknown experiment {unknown[0]!r} (choose from {', '.join(EXPERIMENTS)}, all)")
+    if not names and not args.list:
+        raise UserError(f"name at least one experiment ({', '.join(EXPERIMENTS)}, all) or use --list")
+    if args.seeds < 1 or args.jobs < 1:
+        raise UserError("--seeds and --jobs must be at least 1")
+    args.experiments = list(dict.fromkeys(names)) or list(EXPERIMENTS)
+    return args
+
+
+def print_grids(args):
+    for experiment in args.experiments:
+        runs = experiment_runs(experiment, args.out, args.scale, range(args.seeds),
+                               args.datapath or "DATAPATH")
+        print(f"{experiment}: {EXPERIMENTS[experiment]}")
+        print(f"  {len(runs)} runs = {len(runs) // args.seeds} settings x {args.seeds} seeds, "
+              f"in {os.path.join(args.out, experiment)}/<setting>_s<seed>")
+        for run in runs[::args.seeds]:
+            print(f"    {run.name[:run.name.rindex('_s')]:<24} {' '.join(render(run.row))}")
+        kind = "sim" if runs[0].script == "main_mlp.py" else "imgtxt"
+        common = {k: v for k, v in SCALES[args.scale][kind + "_train"].items() if k not in runs[0].row}
+        print(f"  {runs[0].script} --scale {args.scale}: train {' '.join(render(common))}")
+        evaluate = {**SCALES[args.scale][kind + "_eval"], "--permuted-content": experiment == "figure8"}
+        print(f"  evaluate --load-args --seed <seed+{EVAL_SEED_OFFSET}> {' '.join(render(evaluate))}")
+        if experiment == "figure3":
+            data = SCALES[args.scale]["data"]
+            print("  data: " + ("--datapath (required)" if data is None else
+                                f"generate_m3di.py {' '.join(render(data))} unless --datapath is given"))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.list:
+        return print_grids(args)
+    runs, generate = build_runs(args.experiments, args.out, args.scale, range(args.seeds), args.datapath)
+    check_reuse(runs)
+    jobs = group_jobs(runs)
+    for job in jobs:
+        job.steps = plan_steps(job)
+    pending = [job for job in jobs if job.steps]
+    n_done = sum(has_results(run.run_dir) for run in runs)
+
+    if args.dry_run:
+        print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do")
+        if generate:
+            print(generate.describe())
+        for job in pending:
+            for step in job.steps:
+                print(step.describe())
+        return 0
+
+    say(f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do, {args.jobs} at a time")
+    _STOP.clear()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with out_lock(args.out):
+            if generate:
+                generate_data(generate)
+            failures = run_jobs(pending, args.jobs)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    n_done = sum(has_results(run.run_dir) for run in runs)
+    say(f"{n_done} of {len(runs)} runs have results; {len(failures)} jobs failed")
+    for message in failures:
+        print(f"  {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main) or 0)

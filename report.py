@@ -1,0 +1,408 @@
+"""Tables and figures of the runs of experiments.py, next to the paper's numbers.
+
+    python report.py runs/table1        # writes runs/table1/report.md and runs/table1/table1.png
+    python report.py --all runs/        # every experiment folder found under runs/
+
+An experiment folder holds one folder per run with args.json and results.csv
+(see experiments.py); the experiment is the folder's name unless --experiment
+says otherwise. Settings are read from each run's args.json, so the report
+does not depend on how the run folders are named. Values are means and sample
+standard deviations (ddof = 1) over the seeds whose value is finite.
+"""
+import argparse
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from utils import UserError, atomic_write, atomic_write_text, read_json, run_cli  # noqa: E402
+
+# The paper's numbers, as given in SPEC section 4.
+PAPER = {
+    # Table 1 of the paper: nonlinear R² of h1's encodings, mean over 3 seeds.
+    # Key: (p(chg), statistical dependence, content-dependent style).
+    "table1": {
+        (1.0, False, False): {"uni": {"c": 1.00, "s": 0.00}, "multi": {"c": 0.99, "s": 0.00, "m1": 0.00}},
+        (0.75, False, False): {"uni": {"c": 0.99, "s": 0.00}, "multi": {"c": 1.00, "s": 0.00, "m1": 0.00}},
+        (0.75, True, False): {"uni": {"c": 0.99, "s": 0.52}, "multi": {"c": 0.95, "s": 0.56, "m1": 0.00}},
+        (0.75, False, True): {"uni": {"c": 1.00, "s": 0.79}, "multi": {"c": 0.98, "s": 0.87, "m1": 0.00}},
+        (0.75, True, True): {"uni": {"c": 0.99, "s": 0.81}, "multi": {"c": 0.95, "s": 0.89, "m1": 0.00}},
+    },
+    # Table 4 of the paper: multimodal, --modality-n 0, same rows as Table 1.
+    "table4": {
+        (1.0, False, False): {"multi": {"c": 1.00, "s": 0.00}},
+        (0.75, False, False): {"multi": {"c": 1.00, "s": 0.00}},
+        (0.75, True, False): {"multi": {"c": 0.99, "s": 0.36}},
+        (0.75, False, True): {"multi": {"c": 1.00, "s": 0.81}},
+        (0.75, True, True): {"multi": {"c": 0.99, "s": 0.83}},
+    },
+    # Figure 8 of the paper: plotted only, the SPEC gives no numbers.
+    "figure8": {},
+    # Figure 3 of the paper, read off the plot. One cell per encoding size
+    # 1, 2, 3, 4, 6, 8, 10, 12: a value, a (low, high) range (low None: "<= high"),
+    # or None where the SPEC gives nothing. Accuracy for discrete factors, R^2 otherwise.
+    "figure3": {
+        ("image", "object_shape"): [0.21, 0.21, 0.54, 0.88, 0.97, 0.99, 1.0, 1.0],
+        ("image", "object_ypos"): [0.4] + [1.0] * 7,
+        ("image", "object_xpos"): [0.4] + [1.0] * 7,
+        **{("image", f): [(None, 0.05)] * 8
+           for f in ("object_alpharot", "object_betarot", "object_gammarot", "spotlight_pos",
+                     "spotlight_color", "background_color")},
+        ("image", "object_color"): [None] + [(0.92, 0.99)] * 7,
+        # The SPEC lists six values for text shape; they are taken as sizes 1-8.
+        ("text", "object_shape"): [0.18, 0.15, 0.51, 0.93, 0.98, 1.0, None, None],
+        ("text", "object_ypos"): [0.4] + [1.0] * 7,
+        ("text", "object_xpos"): [0.4] + [1.0] * 7,
+        ("text", "object_color_index"): [0.09] + [None] * 6 + [0.5],
+        ("text", "text_phrasing"): [(0.49, 0.78)] * 8,
+    },
+}
+ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
+SIM_ROWS = list(PAPER["table1"])
+# Figure 3 uses the nonlinear probes: MLP accuracy and kernel-ridge R^2.
+FIG3_METRIC = {"discrete": "acc_mlp", "continuous": "r2_krreg"}
+# Columns of the simulation tables: (mode, factor, header).
+SIM_COLUMNS = {
+    "table1": [("uni", "c", "unimodal c"), ("uni", "s", "unimodal s"), ("multi", "c", "multimodal c"),
+               ("multi", "s", "multimodal s"), ("multi", "m1", "multimodal m_i")],
+    "table4": [("multi", "c", "content c"), ("multi", "s", "style s")],
+    "figure8": [("multi", "c", "c (original content)"), ("multi", "c'", "c' (permuted content)")],
+}
+TITLES = {
+    "table1": "Table 1: numerical simulation, nonlinear R² of the encodings h1(x1)",
+    "table4": "Table 4: multimodal simulation without modality-specific latents, nonlinear R² of h1(x1)",
+    "figure8": "Figure 8: Table 1's multimodal models under permuted content, nonlinear R² of h1(x1)",
+    "figure3": "Figure 3: image/text, position-dependent colour, prediction performance by encoding size",
+}
+# Settings shown in the report's header (from args.json), to tell quick runs from the paper's.
+SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size", "batch_size",
+                          "train_steps", "lr"),
+                  "imgtxt": ("batch_size", "train_steps", "lr", "datapath")}
+
+
+# ------------------------------------------------------------- loading ---
+
+def load_runs(folder):
+    """(runs, notes): runs = [(name, args, results)] of the sub-folders with a
+    results.csv; notes = one line per sub-folder left out and why."""
+    runs, notes = [], []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not os.path.isdir(path) or name.endswith(".partial"):
+            continue
+        if not os.path.isfile(os.path.join(path, "results.csv")):
+            notes.append(f"{name}: no results.csv yet")
+            continue
+        if not os.path.isfile(os.path.join(path, "args.json")):
+            notes.append(f"{name}: no args.json, settings unknown")
+            continue
+        try:
+            args = read_json(os.path.join(path, "args.json"), "args.json")
+            results = pd.read_csv(os.path.join(path, "results.csv"))
+        except (UserError, ValueError, OSError) as err:
+            notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
+            continue
+        runs.append((name, args, results))
+    return runs, notes
+
+
+def summarize(values):
+    """(mean, std, n) over the finite values; std is NaN below two values."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan, 0
+    return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else math.nan, len(x)
+
+
+def number(x):
+    text = f"{x:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def paper_text(paper):
+    if paper is None:
+        return ""
+    if isinstance(paper, tuple):
+        low, high = paper
+        return f"≤{number(high)}" if low is None else f"{number(low)}–{number(high)}"
+    return number(paper)
+
+
+def cell(values, paper=None):
+    """'mean ± std [paper]'; '(n=k)' when only k of the runs gave a finite value."""
+    mean, std, n = summarize(values)
+    text = "n/a" if n == 0 else number(mean) + (f" ± {number(std)}" if n > 1 else "")
+    if 0 < n < len(values):
+        text += f" (n={n})"
+    return text + (f" [{paper_text(paper)}]" if paper is not None else "")
+
+
+def settings_line(runs, keys):
+    """'key value; ...' over all runs, listing every distinct value (mixed scales show up)."""
+    parts = []
+    for key in keys:
+        values = sorted({str(args.get(key)) for _, args, _ in runs})
+        parts.append(f"{key} {', '.join(values)}")
+    return "; ".join(parts)
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------- simulation ---
+
+def sim_key(args):
+    return (float(args["style_change_prob"]), bool(args["statistical_dependence"]),
+            bool(args["content_dependent_style"]))
+
+
+def sim_mode(args):
+    shared = (bool(args.get("shared_mixing")), bool(args.get("shared_encoder")))
+    return {(True, True): "uni", (False, False): "multi"}.get(shared)
+
+
+def sim_values(runs, notes):
+    """{(row key, mode): {factor: [nonlinear R² of hz1, one per run]}}."""
+    table = {}
+    for name, args, results in runs:
+        mode = sim_mode(args)
+        if mode is None or not {"encoding", "predicted_factors", "r2_nonlinear"} <= set(results):
+            notes.append(f"{name}: not a unimodal/multimodal simulation run, left out")
+            continue
+        hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
+        factors = table.setdefault((sim_key(args), mode), {})
+        for factor in ("c", "s", "s~", "m1", "m2", "c'"):
+            factors.setdefault(factor, []).append(float(hz1.get(factor, math.nan)))
+    return table
+
+
+def sim_report(experiment, runs, notes):
+    """Markdown section and bar-chart panels of a simulation experiment."""
+    values = sim_values(runs, notes)
+    columns = SIM_COLUMNS[experiment]
+    paper = PAPER[experiment]
+    keys = SIM_ROWS + sorted({k for k, _ in values} - set(SIM_ROWS))
+    modes = list(dict.fromkeys(mode for mode, _, _ in columns))
+    rows = []
+    for key in keys:
+        if not any((key, mode) in values for mode in modes) and key not in paper:
+            continue
+        p, stat, cau = key
+        row = [p, "yes" if stat else "-", "yes" if cau else "-"]
+        for mode, factor, _ in columns:
+            row.append(cell(values.get((key, mode), {}).get(factor, []),
+                            paper.get(key, {}).get(mode, {}).get(factor)))
+        row.append("/".join(str(len(values.get((key, mode), {}).get("c", []))) for mode in modes))
+        rows.append(row)
+    header = ["p(chg)", "Stat", "Cau", *(h for _, _, h in columns), "runs (" + "/".join(modes) + ")"]
+    text = markdown_table(header, rows)
+    panels = [sim_panel(mode, [(m, f, h) for m, f, h in columns if m == mode], keys, values, paper)
+              for mode in modes]
+    return text, panels
+
+
+def sim_panel(mode, columns, keys, values, paper):
+    labels = [f"p={p}" + (" Stat" if s else "") + (" Cau" if c else "") for p, s, c in keys]
+    bars = []
+    for _, factor, header in columns:
+        stats = [summarize(values.get((key, mode), {}).get(factor, [])) for key in keys]
+        ref = [paper.get(key, {}).get(mode, {}).get(factor) for key in keys]
+        bars.append((header, [s[0] for s in stats], [s[1] for s in stats], ref))
+    title = {"uni": "unimodal", "multi": "multimodal"}[mode]
+    return title, labels, bars
+
+
+def plot_bars(panels, path, title, ylabel="nonlinear R²"):
+    """Grouped bars (ours, mean ± std) with the paper's values as black ticks."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.3), squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    for ax, (title, labels, bars) in zip(axes[0], panels):
+        width = 0.8 / len(bars)
+        x = np.arange(len(labels))
+        for i, (label, means, stds, paper) in enumerate(bars):
+            pos = x - 0.4 + width * (i + 0.5)
+            means, stds = np.array(means, dtype=float), np.array(stds, dtype=float)
+            have = np.isfinite(means)  # no bar at all where there is no result (not a zero bar)
+            ax.bar(pos[have], means[have], width, yerr=np.nan_to_num(stds[have]), label=label, capsize=2)
+            ref = np.array([np.nan if v is None else v for v in paper], dtype=float)
+            if np.isfinite(ref).any():
+                ax.scatter(pos, ref, marker="_", s=200, color="black", zorder=3,
+                           label="paper" if i == 0 else None)
+        ax.set_xticks(x, labels, rotation=20, fontsize=8)
+        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc="best")
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------- image/text ---
+
+def fig3_values(runs, notes):
+    """{(modality, factor): {encoding size: [metric, one per run]}}, factors in file order."""
+    table = {}
+    needed = {"modality", "factor_name", "factor_type", *FIG3_METRIC.values()}
+    for name, args, results in runs:
+        if not needed <= set(results) or "encoding_size" not in args:
+            notes.append(f"{name}: not an image/text run, left out")
+            continue
+        for _, r in results.sort_values(["modality", "ix"] if "ix" in results else ["modality"]).iterrows():
+            metric = FIG3_METRIC.get(r["factor_type"])
+            if metric is None:
+                continue
+            by_size = table.setdefault((r["modality"], r["factor_name"]), {})
+            by_size.setdefault(int(args["encoding_size"]), []).append(float(r[metric]))
+    return table
+
+
+def fig3_report(runs, notes):
+    values = fig3_values(runs, notes)
+    sizes = sorted(set(ENCODING_SIZES) | {s for v in values.values() for s in v})
+    sections = []
+    for modality in ("image", "text"):
+        rows = []
+        for (m, factor), by_size in values.items():
+            if m != modality:
+                continue
+            paper = dict(zip(ENCODING_SIZES, PAPER["figure3"].get((m, factor), [])))
+            metric = "R²" if factor_is_continuous(runs, m, factor) else "acc."
+            rows.append([factor, metric, *(cell(by_size.get(s, []), paper.get(s)) for s in sizes)])
+        if rows:
+            header = ["factor", "metric", *map(str, sizes)]
+            sections.append(f"### {modality}\n\n" + markdown_table(header, rows))
+    return "\n\n".join(sections), values
+
+
+def factor_is_continuous(runs, modality, factor):
+    for _, _, results in runs:
+        match = results[(results["modality"] == modality) & (results["factor_name"] == factor)]
+        if len(match):
+            return match["factor_type"].iloc[0] == "continuous"
+    return False
+
+
+def plot_fig3(values, path):
+    """One panel per modality: performance against encoding size, a line per factor."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig.suptitle(TITLES["figure3"], fontsize=10)
+    for ax, modality in zip(axes, ("image", "text")):
+        factors = [(m, f) for m, f in values if m == modality]
+        colors = plt.get_cmap("tab10" if len(factors) <= 10 else "tab20")
+        for i, key in enumerate(factors):
+            color = colors(i)
+            sizes = sorted(values[key])
+            stats = [summarize(values[key][s]) for s in sizes]
+            ax.errorbar(sizes, [s[0] for s in stats], yerr=np.nan_to_num([s[1] for s in stats]),
+                        marker="o", ms=3, capsize=2, color=color, label=key[1])
+            plot_paper_cells(ax, PAPER["figure3"].get(key, []), color)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ENCODING_SIZES, [str(s) for s in ENCODING_SIZES])
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("encoding size")
+        ax.set_ylabel("accuracy (discrete) / R² (continuous)")
+        ax.set_title(f"{modality} (ours: lines; paper: x and bars)")
+        ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)
+
+
+def plot_paper_cells(ax, cells, color):
+    for size, value in zip(ENCODING_SIZES, cells):
+        if isinstance(value, tuple):
+            low, high = value
+            ax.vlines(size * 1.04, 0.0 if low is None else low, high, color=color, alpha=0.5, lw=3)
+        elif value is not None:
+            ax.scatter([size * 1.04], [value], marker="x", color=color, s=25)
+
+
+# -------------------------------------------------------------- output ---
+
+def save_figure(fig, path):
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))  # crash-safe, like every output
+    plt.close(fig)
+
+
+def experiment_of(folder, override=None):
+    name = override or os.path.basename(os.path.normpath(folder))
+    if name not in TITLES:
+        raise UserError(f"cannot tell which experiment {folder} holds: name it with --experiment "
+                        f"({', '.join(TITLES)})")
+    return name
+
+
+def write_report(folder, experiment):
+    """Write <folder>/report.md and the PNG figures; return the paths written."""
+    runs, notes = load_runs(folder)
+    if not runs:
+        raise UserError(f"no run with results.csv and args.json in {folder}")
+    kind = "imgtxt" if experiment == "figure3" else "sim"
+    png = os.path.join(folder, f"{experiment}.png")
+    if kind == "sim":
+        table, panels = sim_report(experiment, runs, notes)
+        plot_bars(panels, png, TITLES[experiment])
+        legend = ("Cells: ours, mean ± std over seeds (sample std; '(n=k)': only k finite values); "
+                  "[paper value] from SPEC section 4.")
+        if experiment == "figure8":
+            legend += (" The views are encoded with permuted content c', so a model that recovers "
+                       "the content it sees predicts c' and not c. The paper gives no numbers here.")
+    else:
+        table, values = fig3_report(runs, notes)
+        plot_fig3(values, png)
+        legend = ("Cells: ours, mean ± std over seeds; [paper value or range, read off the paper's "
+                  "plot, SPEC section 4]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
+    lines = [f"# {TITLES[experiment]}", "",
+             f"{len(runs)} runs with results in `{folder}`. Settings: "
+             f"{settings_line(runs, SHOWN_SETTINGS[kind])}.", "", legend, "", table, "",
+             f"![{experiment}]({os.path.basename(png)})", ""]
+    if notes:
+        lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
+    path = os.path.join(folder, "report.md")
+    atomic_write_text(path, "\n".join(lines))
+    return [path, png]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one-line errors, exit 2, like the entry points
+        raise UserError(message)
+
+
+def main(argv=None):
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", help="an experiment folder (e.g. runs/table1), or with --all the folder above")
+    p.add_argument("--all", action="store_true", help="report every experiment folder under FOLDER")
+    p.add_argument("--experiment", choices=list(TITLES), help="experiment of FOLDER (default: its name)")
+    args = p.parse_args(argv)
+    if not os.path.isdir(args.folder):
+        raise UserError(f"folder not found: {args.folder}")
+    if args.all:
+        folders = [os.path.join(args.folder, n) for n in TITLES
+                   if os.path.isdir(os.path.join(args.folder, n))]
+        if not folders:
+            raise UserError(f"no experiment folder ({', '.join(TITLES)}) in {args.folder}")
+    else:
+        folders = [args.folder]
+    written = []
+    for folder in folders:
+        experiment = experiment_of(folder, None if args.all else args.experiment)
+        try:
+            written += write_report(folder, experiment)
+        except UserError as err:
+            if not args.all:
+                raise
+            print(f"skipped {folder}: {err}", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main) or 0)

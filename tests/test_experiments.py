@@ -1,0 +1,342 @@
+"""The experiment runner: grids, skip/resume, dry runs and parallel jobs, with a fake subprocess."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+
+import experiments
+from utils import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flag_dict(cmd):
+    """Parse ['--a', '1', '--b'] into {'--a': '1', '--b': True}."""
+    out, i = {}, 0
+    while i < len(cmd):
+        if cmd[i].startswith("--") and (i + 1 == len(cmd) or cmd[i + 1].startswith("--")):
+            out[cmd[i]], i = True, i + 1
+        elif cmd[i].startswith("--"):
+            out[cmd[i]], i = cmd[i + 1], i + 2
+        else:
+            i += 1
+    return out
+
+
+class FakeEntryPoints:
+    """Stands in for run_command: writes what the entry points would write, records each call."""
+
+    def __init__(self, fail_training_of=()):
+        self.calls = []
+        self.lock = threading.Lock()
+        self.fail_training_of = set(fail_training_of)
+
+    def __call__(self, cmd, log_path, env=None):
+        assert cmd[0] == sys.executable and os.path.dirname(log_path)
+        script, flags = os.path.basename(cmd[1]), flag_dict(cmd[2:])
+        with self.lock:
+            self.calls.append((script, flags))
+        with open(log_path, "a") as log:
+            log.write("fake output\n")
+        if script == "generate_m3di.py":
+            os.makedirs(os.path.join(cmd[2], "train"))
+            return 0
+        folder = os.path.join(flags["--model-dir"], flags["--model-id"])
+        if "--evaluate" in flags:
+            assert os.path.isfile(os.path.join(folder, "args.json"))
+            pd.DataFrame({"encoding": ["hz1"], "predicted_factors": ["c"], "r2_linear": [0.5],
+                          "r2_nonlinear": [0.9]}).to_csv(os.path.join(folder, "results.csv"), index=False)
+            return 0
+        if "--resume" in flags:  # continues from the checkpoint, keeps args.json
+            assert os.path.isfile(os.path.join(folder, experiments.CHECKPOINT))
+            for name in experiments.MODEL_FILES[script][1:]:
+                open(os.path.join(folder, name), "w").close()
+            return 0
+        # training: like the entry points, refuse a folder that already holds a model
+        assert not os.path.exists(os.path.join(folder, "args.json"))
+        args = {k.lstrip("-").replace("-", "_"): v for k, v in flags.items()}
+        with open(os.path.join(folder, "args.json"), "w") as f:
+            json.dump(args, f)
+        if flags["--model-id"] in self.fail_training_of:
+            return 1
+        for name in experiments.MODEL_FILES[script][1:]:
+            open(os.path.join(folder, name), "w").close()
+        return 0
+
+    def resumed(self):
+        return [f["--model-id"] for _, f in self.calls if "--resume" in f]
+
+    def trainings(self):
+        return [f["--model-id"] for s, f in self.calls if s != "generate_m3di.py" and "--evaluate" not in f]
+
+    def evaluations(self):
+        return [(f["--model-dir"], f["--model-id"]) for _, f in self.calls if "--evaluate" in f]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    fake = FakeEntryPoints()
+    monkeypatch.setattr(experiments, "run_command", fake)
+    return fake
+
+
+def run(tmp_path, *argv):
+    return experiments.main([*argv, "--out", str(tmp_path / "runs")])
+
+
+# ------------------------------------------------------------------ grids ---
+
+def test_table1_grid_names_and_flags():
+    runs, generate = experiments.build_runs(["table1"], "runs", "quick", range(3))
+    assert generate is None and len(runs) == 30
+    assert len({r.name for r in runs}) == 30
+    by_name = {r.name: r for r in runs}
+    run = by_name["p0.75_stat_cau_multi_s2"]
+    assert run.run_dir == os.path.join("runs", "table1", "p0.75_stat_cau_multi_s2") == run.train_dir
+    cmd = experiments.command(run.script, run.train_flags)
+    assert cmd[0] == sys.executable and cmd[1].endswith("main_mlp.py")
+    flags = flag_dict(cmd[2:])
+    assert flags["--style-change-prob"] == "0.75" and flags["--seed"] == "2"
+    assert flags["--statistical-dependence"] is True and flags["--content-dependent-style"] is True
+    assert "--shared-mixing" not in flags and "--shared-encoder" not in flags
+    assert flags["--model-dir"] == os.path.join("runs", "table1")
+    assert flags["--model-id"] == "p0.75_stat_cau_multi_s2"
+    uni = flag_dict(experiments.command("main_mlp.py", by_name["p1.0_uni_s0"].train_flags)[2:])
+    assert uni["--shared-mixing"] is uni["--shared-encoder"] is True
+    assert uni["--style-change-prob"] == "1.0"
+    assert "--statistical-dependence" not in uni and "--content-dependent-style" not in uni
+    evaluate = flag_dict(experiments.command("main_mlp.py", run.eval_flags)[2:])
+    assert evaluate["--evaluate"] is evaluate["--load-args"] is True
+    assert evaluate["--seed"] == str(2 + experiments.EVAL_SEED_OFFSET)
+    assert "--permuted-content" not in evaluate
+
+
+def test_scales():
+    quick = flag_dict(experiments.render(next(experiments.simulation_runs("table1", "r", "quick", [0])).train_flags))
+    assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
+                                  "--batch-size", "--train-steps", "--log-steps", "--lr")} == {
+        "--content-n": "2", "--style-n": "2", "--modality-n": "2", "--encoding-size": "2",
+        "--batch-size": "512", "--train-steps": "5001", "--log-steps": "1000", "--lr": "0.0001"}
+    paper = flag_dict(experiments.render(next(experiments.simulation_runs("table1", "r", "paper", [0])).train_flags))
+    assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
+        "6144", "300001", "0.0001", "5")
+    quick_eval = next(experiments.simulation_runs("table1", "r", "quick", [0])).eval_flags
+    assert quick_eval["--num-eval-batches"] == 1
+    fig = next(experiments.imgtxt_runs("r", "paper", [0], "data"))
+    assert (fig.train_flags["--batch-size"], fig.train_flags["--train-steps"], fig.train_flags["--lr"]) == (
+        256, 100001, 1e-5)
+
+
+def test_table4_figure8_figure3_grids(tmp_path):
+    t4, _ = experiments.build_runs(["table4"], "runs", "quick", range(2))
+    assert len(t4) == 10 and all(r.name.endswith(("_s0", "_s1")) and "_multi_nm0_" in r.name for r in t4)
+    cmd = experiments.render(t4[0].train_flags)
+    assert cmd.count("--modality-n") == 1 and cmd[cmd.index("--modality-n") + 1] == "0"  # row beats scale
+    f8, _ = experiments.build_runs(["figure8"], "runs", "quick", range(3))
+    assert len(f8) == 15
+    for run in f8:
+        assert run.train_dir == os.path.join("runs", "table1", run.name)
+        assert run.run_dir == os.path.join("runs", "figure8", run.name)
+        assert run.eval_flags["--permuted-content"] is True and "_multi_" in run.name
+    f3, generate = experiments.build_runs(["figure3"], str(tmp_path), "quick", range(3))
+    assert [r.name for r in f3[:4]] == ["enc1_s0", "enc1_s1", "enc1_s2", "enc2_s0"]
+    assert sorted({r.row["--encoding-size"] for r in f3}) == [1, 2, 3, 4, 6, 8, 10, 12]
+    data = str(tmp_path / "data" / "m3di_quick")
+    assert all(r.train_flags["--datapath"] == data == r.eval_flags["--datapath"] for r in f3)
+    assert generate.cmd[1].endswith("generate_m3di.py") and generate.cmd[2] == data + ".partial"
+    gen = flag_dict(generate.cmd[3:])
+    assert gen["--image-size"] == "64" and gen["--position-dependent-color"] is True
+    # a given --datapath is used as is, and nothing is generated
+    f3, generate = experiments.build_runs(["figure3"], "runs", "paper", [0], datapath=str(tmp_path))
+    assert generate is None and f3[0].train_flags["--datapath"] == str(tmp_path)
+
+
+def test_cli_errors_are_one_line():
+    with pytest.raises(UserError, match="unknown experiment 'tabel1'"):
+        experiments.main(["tabel1"])
+    with pytest.raises(UserError, match="needs --datapath"):
+        experiments.main(["figure3", "--scale", "paper", "--dry-run"])
+    with pytest.raises(UserError, match="at least 1"):
+        experiments.main(["table1", "--jobs", "0"])
+    proc = subprocess.run([sys.executable, "experiments.py", "table1", "--scale", "huge"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "invalid choice" in proc.stderr
+
+
+def test_list(capsys):
+    experiments.main(["--list"])
+    out = capsys.readouterr().out
+    for name in experiments.EXPERIMENTS:
+        assert f"{name}:" in out
+    assert "30 runs = 10 settings x 3 seeds" in out and "p0.75_stat_cau_multi " in out
+
+
+# ------------------------------------------------------- dry run, skip ---
+
+def test_dry_run_prints_and_runs_nothing(tmp_path, fake, capsys):
+    assert run(tmp_path, "table1", "figure8", "--seeds", "1", "--dry-run") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not os.path.exists(tmp_path / "runs") and fake.calls == []
+    assert out[0] == "# 15 runs: 0 done, 15 to do"
+    trains = [line for line in out if "main_mlp.py" in line and "--evaluate" not in line]
+    evals = [line for line in out if "--evaluate" in line]
+    assert len(trains) == 10 and len(evals) == 15
+    assert sum("--permuted-content" in line for line in evals) == 5
+    assert sum(line.startswith("cp -r ") for line in out) == 5
+    assert all(line.endswith("train.log 2>&1") for line in trains)
+
+
+def test_runs_everything_then_skips(tmp_path, fake):
+    assert run(tmp_path, "table1", "--seeds", "2") == 0
+    assert len(fake.trainings()) == 20 and len(fake.evaluations()) == 20
+    folder = tmp_path / "runs" / "table1" / "p1.0_multi_s1"
+    assert {"TRAINED", "train.log", "evaluate.log", "results.csv"} <= set(os.listdir(folder))
+    assert not os.path.exists(tmp_path / "runs" / experiments.LOCK)
+    fake.calls.clear()
+    assert run(tmp_path, "table1", "--seeds", "2") == 0
+    assert fake.calls == []
+
+
+def test_existing_results_are_skipped(tmp_path, fake):
+    folder = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\n")
+    run(tmp_path, "table1", "--seeds", "1")
+    assert "p1.0_uni_s0" not in fake.trainings() and len(fake.trainings()) == 9
+    assert (str(tmp_path / "runs" / "table1"), "p1.0_uni_s0") not in fake.evaluations()
+
+
+def test_unfinished_training_is_redone(tmp_path, fake):
+    half = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
+    half.mkdir(parents=True)
+    (half / "args.json").write_text("{}")           # training started, never finished
+    (half / "g1.pt").write_text("stale")
+    trained = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
+    trained.mkdir()
+    (trained / "args.json").write_text("{}")
+    (trained / experiments.TRAINED).write_text("{}")  # trained, evaluation missing
+    run(tmp_path, "table1", "--seeds", "1")
+    assert "p1.0_uni_s0" in fake.trainings() and "p1.0_multi_s0" not in fake.trainings()
+    assert (str(tmp_path / "runs" / "table1"), "p1.0_multi_s0") in fake.evaluations()
+    assert (half / "g1.pt").read_text() == ""       # the fresh training's file
+
+
+def test_interrupted_training_with_checkpoint_is_resumed(tmp_path, fake, capsys):
+    folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps({"content_n": 2, "batch_size": 512}))
+    (folder / experiments.CHECKPOINT).write_text("state at step 3000")
+    run(tmp_path, "table4", "--seeds", "1", "--dry-run")
+    assert "--resume" in capsys.readouterr().out
+    run(tmp_path, "table4", "--seeds", "1")
+    assert fake.resumed() == ["p1.0_multi_nm0_s0"] and len(fake.trainings()) == 5
+    assert (folder / experiments.CHECKPOINT).read_text() == "state at step 3000"  # not deleted
+    assert (folder / "results.csv").exists() and (folder / experiments.TRAINED).exists()
+    # a checkpoint of other settings is not resumed
+    folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps({"batch_size": 6144}))
+    (folder / experiments.CHECKPOINT).write_text("")
+    with pytest.raises(UserError, match="--batch-size 6144 \\(here 512\\)"):
+        run(tmp_path, "table1", "--seeds", "1")
+
+
+def test_failed_training_is_reported_and_retried(tmp_path, monkeypatch, capsys):
+    fake = FakeEntryPoints(fail_training_of={"p1.0_uni_s0"})
+    monkeypatch.setattr(experiments, "run_command", fake)
+    assert run(tmp_path, "table1", "--seeds", "1") == 1
+    assert "p1.0_uni_s0" in capsys.readouterr().err
+    folder = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
+    assert not (folder / experiments.TRAINED).exists() and not (folder / "results.csv").exists()
+    fake.fail_training_of.clear()
+    fake.calls.clear()
+    assert run(tmp_path, "table1", "--seeds", "1") == 0
+    assert fake.trainings() == ["p1.0_uni_s0"]
+
+
+def test_figure8_reuses_table1_models(tmp_path, fake):
+    run(tmp_path, "figure8", "--seeds", "1")       # trains into table1/, evaluates copies
+    expected = [r.name for r in experiments.simulation_runs("figure8", "x", "quick", [0])]
+    assert sorted(fake.trainings()) == sorted(expected)
+    assert all(d.endswith("figure8") for d, _ in fake.evaluations())
+    f8 = tmp_path / "runs" / "figure8" / "p0.75_cau_multi_s0"
+    assert {"args.json", "g1.pt", "TRAINED", "results.csv"} <= set(os.listdir(f8))
+    assert "evaluate.log" in os.listdir(f8) and "train.log" in os.listdir(f8)
+    fake.calls.clear()
+    run(tmp_path, "table1", "--seeds", "1")        # multimodal models reused, only unimodal trained
+    assert all(name.endswith("_uni_s0") for name in fake.trainings()) and len(fake.trainings()) == 5
+    assert len(fake.evaluations()) == 10
+
+
+def test_copy_model_leaves_out_results_and_checkpoint(tmp_path):
+    source = tmp_path / "table1" / "m"
+    source.mkdir(parents=True)
+    for name in ("args.json", "g1.pt", "train.log", "TRAINED", "results.csv", "evaluate.log",
+                 experiments.CHECKPOINT):
+        (source / name).write_text(name)
+    dest = tmp_path / "figure8" / "m"
+    dest.parent.mkdir()
+    experiments.copy_model(str(source), str(dest))
+    assert sorted(os.listdir(dest)) == ["TRAINED", "args.json", "g1.pt", "train.log"]
+    assert json.loads((dest / "TRAINED").read_text())["copied_from"] == str(source)
+    assert not (tmp_path / "figure8" / "m.partial").exists()
+
+
+def test_same_value():
+    assert experiments.same_value(0.0001, 1e-4) and experiments.same_value(5, "5")
+    assert experiments.same_value(False, False) and not experiments.same_value(None, True)
+    assert not experiments.same_value(512, 6144) and experiments.same_value("a/b", "a/b")
+
+
+def test_reuse_with_other_settings_is_refused(tmp_path, fake):
+    run(tmp_path, "table1", "--seeds", "1")
+    with pytest.raises(UserError, match=r"trained with other settings: --content-n 2 \(here 5\).*"
+                                        r"--batch-size 512 \(here 6144\).*and 9 more folders"):
+        run(tmp_path, "table1", "--seeds", "1", "--scale", "paper")
+
+
+def test_jobs_run_everything_once(tmp_path, fake):
+    assert run(tmp_path, "table1", "table4", "figure8", "--seeds", "2", "--jobs", "2") == 0
+    trainings = fake.trainings()  # table1: 20, table4: 10, figure8: none of its own
+    assert len(trainings) == len(set(trainings)) == 30
+    evaluations = fake.evaluations()
+    assert len(evaluations) == len(set(evaluations)) == 20 + 10 + 10
+
+
+def test_figure3_generates_data_once(tmp_path, fake):
+    run(tmp_path, "figure3", "--seeds", "1", "--jobs", "2")
+    scripts = [s for s, _ in fake.calls]
+    assert scripts[0] == "generate_m3di.py" and scripts.count("generate_m3di.py") == 1
+    assert os.path.isdir(tmp_path / "runs" / "data" / "m3di_quick")
+    assert not os.path.exists(tmp_path / "runs" / "data" / "m3di_quick.partial")
+    assert len(fake.trainings()) == 8 and len(fake.evaluations()) == 8
+    fake.calls.clear()
+    run(tmp_path, "figure3", "--seeds", "1")
+    assert fake.calls == []
+
+
+def test_busy_output_folder_is_refused(tmp_path, fake):
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / experiments.LOCK).write_text(str(os.getppid()))  # a live process
+    with pytest.raises(UserError, match="is running on"):
+        run(tmp_path, "table4", "--seeds", "1")
+    (out / experiments.LOCK).write_text("999999999")       # stale: no such process
+    assert run(tmp_path, "table4", "--seeds", "1") == 0
+
+
+def test_run_command_logs_and_returns_exit_code(tmp_path):
+    log = tmp_path / "x.log"
+    rc = experiments.run_command([sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"], str(log))
+    assert rc == 3 and log.read_text().splitlines()[1] == "hello"
+    assert log.read_text().startswith("$ ")
+    experiments._STOP.set()   # after an interruption nothing new starts
+    try:
+        assert experiments.run_command([sys.executable, "-c", "print('no')"], str(log)) != 0
+    finally:
+        experiments._STOP.clear()
+    assert "no\n" not in log.read_text()

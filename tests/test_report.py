@@ -1,0 +1,144 @@
+"""The report: known results.csv files give exact Markdown cells; figures are written."""
+import json
+import math
+import os
+
+import pandas as pd
+import pytest
+
+import report
+from utils import UserError
+
+NAN = math.nan
+
+
+def sim_run(folder, name, p=1.0, stat=False, cau=False, uni=False, r2=None, seed=0):
+    """A fake simulation run folder: args.json and results.csv with r2_nonlinear of hz1 from `r2`."""
+    path = folder / name
+    path.mkdir(parents=True)
+    args = {"style_change_prob": p, "statistical_dependence": stat, "content_dependent_style": cau,
+            "shared_mixing": uni, "shared_encoder": uni, "seed": seed, "content_n": 2, "style_n": 2,
+            "modality_n": 2, "encoding_size": 2, "batch_size": 512, "train_steps": 5001, "lr": 1e-4}
+    (path / "args.json").write_text(json.dumps(args))
+    rows = [(enc, f, 0.0, (r2 or {}).get(f, 0.0) if enc == "hz1" else 0.5)
+            for enc in ("hz1", "hz2") for f in ("c", "s", "s~", "m1", "m2", "c'")]
+    pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"]).to_csv(
+        path / "results.csv", index=False)
+    return path
+
+
+def assert_png(path):
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(path) > 1000
+
+
+def table_row(markdown, start):
+    rows = [line for line in markdown.splitlines() if line.startswith(start)]
+    assert len(rows) == 1, (start, markdown)
+    return [c.strip() for c in rows[0].strip("|").split("|")]
+
+
+def test_summarize_and_cells():
+    assert report.summarize([0.9, 0.95, 1.0]) == pytest.approx((0.95, 0.05, 3))
+    mean, std, n = report.summarize([NAN, 0.5])
+    assert (mean, n) == (0.5, 1) and math.isnan(std)
+    assert report.summarize([NAN, NAN])[2] == 0
+    assert report.cell([0.9, 0.95, 1.0], 0.99) == "0.95 ± 0.05 [0.99]"
+    assert report.cell([0.1, NAN, 0.3]) == "0.20 ± 0.14 (n=2)"
+    assert report.cell([NAN], 0.0) == "n/a [0.00]"
+    assert report.cell([-0.001]) == "0.00"                      # no "-0.00"
+    assert report.cell([0.5], (0.49, 0.78)) == "0.50 [0.49–0.78]"
+    assert report.cell([0.5], (None, 0.05)) == "0.50 [≤0.05]"
+
+
+def test_table1_markdown_values_and_png(tmp_path):
+    folder = tmp_path / "table1"
+    for seed, (c, s) in enumerate([(0.9, 0.1), (0.95, NAN), (1.0, 0.3)]):
+        sim_run(folder, f"p1.0_multi_s{seed}", r2={"c": c, "s": s, "m1": NAN}, seed=seed)
+    sim_run(folder, "p1.0_uni_s0", uni=True, r2={"c": 0.8, "s": 0.02})
+    sim_run(folder, "p0.75_stat_cau_multi_s0", p=0.75, stat=True, cau=True,
+            r2={"c": 0.97, "s": 0.88, "m1": 0.01})
+    (folder / "p0.75_uni_s0").mkdir()                          # a run still in progress
+    paths = report.write_report(str(folder), "table1")
+    assert paths == [str(folder / "report.md"), str(folder / "table1.png")]
+    md = (folder / "report.md").read_text()
+    assert table_row(md, "| 1.0 |") == ["1.0", "-", "-", "0.80 [1.00]", "0.02 [0.00]",
+                                         "0.95 ± 0.05 [0.99]", "0.20 ± 0.14 (n=2) [0.00]",
+                                         "n/a [0.00]", "1/3"]
+    assert table_row(md, "| 0.75 | yes | yes |")[3:] == ["n/a [0.99]", "n/a [0.81]", "0.97 [0.95]",
+                                                        "0.88 [0.89]", "0.01 [0.00]", "0/1"]
+    assert table_row(md, "| 0.75 | - | - |")[5] == "n/a [1.00]"   # paper rows stay, even without runs
+    assert "p0.75_uni_s0: no results.csv yet" in md
+    assert "batch_size 512" in md and "![table1](table1.png)" in md
+    assert_png(folder / "table1.png")
+    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+
+
+def test_table4_and_figure8(tmp_path):
+    t4 = tmp_path / "table4"
+    sim_run(t4, "p0.75_stat_multi_nm0_s0", p=0.75, stat=True, r2={"c": 0.99, "s": 0.4, "m1": NAN})
+    report.write_report(str(t4), "table4")
+    md = (t4 / "report.md").read_text()
+    assert table_row(md, "| 0.75 | yes | - |") == ["0.75", "yes", "-", "0.99 [0.99]", "0.40 [0.36]", "1"]
+    assert "m_i" not in md
+    f8 = tmp_path / "figure8"
+    sim_run(f8, "p1.0_multi_s0", r2={"c": 0.01, "c'": 0.98})
+    sim_run(f8, "p1.0_multi_s1", r2={"c": 0.03, "c'": 0.96}, seed=1)
+    report.write_report(str(f8), "figure8")
+    md = (f8 / "report.md").read_text()
+    assert table_row(md, "| 1.0 |") == ["1.0", "-", "-", "0.02 ± 0.01", "0.97 ± 0.01", "2"]
+    assert_png(f8 / "figure8.png")
+
+
+def imgtxt_run(folder, size, seed, shape_acc, color_r2):
+    path = folder / f"enc{size}_s{seed}"
+    path.mkdir(parents=True)
+    (path / "args.json").write_text(json.dumps({"encoding_size": size, "seed": seed, "batch_size": 64,
+                                                "train_steps": 2001, "lr": 1e-4, "datapath": "d"}))
+    rows = [(0, "image", "object_shape", "discrete", NAN, NAN, 0.1, shape_acc),
+            (8, "image", "object_color", "continuous", 0.5, color_r2, NAN, NAN),
+            (0, "text", "object_shape", "discrete", NAN, NAN, 0.2, shape_acc / 2),
+            (5, "text", "text_phrasing", "discrete", NAN, NAN, NAN, NAN)]
+    pd.DataFrame(rows, columns=["ix", "modality", "factor_name", "factor_type", "r2_linreg", "r2_krreg",
+                                "acc_logreg", "acc_mlp"]).to_csv(path / "results.csv", index=False)
+
+
+def test_figure3_table_and_plot(tmp_path):
+    folder = tmp_path / "figure3"
+    imgtxt_run(folder, 1, 0, 0.2, 0.5)
+    imgtxt_run(folder, 1, 1, 0.4, 0.7)
+    imgtxt_run(folder, 4, 0, 0.9, 0.95)
+    report.write_report(str(folder), "figure3")
+    md = (folder / "report.md").read_text()
+    image, text = md.split("### image")[1].split("### text")
+    header = table_row(image, "| factor |")
+    assert header == ["factor", "metric", "1", "2", "3", "4", "6", "8", "10", "12"]
+    shape = table_row(image, "| object_shape |")
+    assert shape[:3] == ["object_shape", "acc.", "0.30 ± 0.14 [0.21]"]
+    assert shape[3] == "n/a [0.21]" and shape[5] == "0.90 [0.88]"
+    color = table_row(image, "| object_color |")
+    assert color[1:4] == ["R²", "0.60 ± 0.14", "n/a [0.92–0.99]"] and color[5] == "0.95 [0.92–0.99]"
+    assert table_row(text, "| object_shape |")[2] == "0.15 ± 0.07 [0.18]"
+    assert table_row(text, "| text_phrasing |")[2] == "n/a [0.49–0.78]"
+    assert_png(folder / "figure3.png")
+
+
+def test_cli_all_and_errors(tmp_path, capsys):
+    sim_run(tmp_path / "table4", "p1.0_multi_nm0_s0", r2={"c": 1.0})
+    (tmp_path / "figure8" / "p1.0_multi_s0").mkdir(parents=True)   # nothing finished yet
+    (tmp_path / "data").mkdir()                                      # not an experiment
+    assert report.main(["--all", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote " + str(tmp_path / "table4" / "report.md") in captured.out
+    assert "skipped" in captured.err and "figure8" in captured.err
+    assert not (tmp_path / "figure8" / "report.md").exists()
+    with pytest.raises(UserError, match="cannot tell which experiment"):
+        report.main([str(tmp_path)])
+    with pytest.raises(UserError, match="folder not found"):
+        report.main([str(tmp_path / "missing")])
+    with pytest.raises(UserError, match="no run with results.csv"):
+        report.main([str(tmp_path / "figure8")])
+    os.rename(tmp_path / "table4", tmp_path / "mine")
+    report.main([str(tmp_path / "mine"), "--experiment", "table4"])
+    assert (tmp_path / "mine" / "table4.png").exists()

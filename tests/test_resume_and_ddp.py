@@ -1,0 +1,176 @@
+"""Fault tolerance and multi-process training of the simulation (CPU, gloo)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+        "--no-cuda", "--seed", "3"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def mlp(*args, **kw):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "main_mlp.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT, **kw)
+
+
+def finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    return out + err
+
+
+def encoders(folder):
+    return {name: torch.load(folder / f"{name}.pt") for name in ("g1", "g2")}
+
+
+def assert_same(a, b, atol=0.0):
+    for name in a:
+        for key in a[name]:
+            torch.testing.assert_close(a[name][key], b[name][key], rtol=0, atol=atol)
+
+
+def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
+    steps = ["--batch-size", "16", "--train-steps", "400", "--log-steps", "40"]
+    finish(mlp("--model-dir", str(tmp_path), "--model-id", "whole", *TINY, *steps))
+
+    proc = mlp("--model-dir", str(tmp_path), "--model-id", "cut", *TINY, *steps)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+    step = torch.load(checkpoint)["step"]
+    assert step < 400
+
+    out = finish(mlp("--model-dir", str(tmp_path), "--model-id", "cut", "--resume", "--no-cuda"))
+    assert "step 400:" in out
+    assert_same(encoders(tmp_path / "whole"), encoders(tmp_path / "cut"))
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    (tmp_path / "m").mkdir()
+    proc = mlp("--model-dir", str(tmp_path), "--model-id", "m", "--resume")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "checkpoint.pt" in err
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_two_process_ddp_equals_one_process(tmp_path, shared):
+    steps = ["--batch-size", "64", "--train-steps", "4", "--log-steps", "1"]
+    extra = ["--shared-mixing", "--shared-encoder"] if shared else []
+    single = finish(mlp("--model-dir", str(tmp_path), "--model-id", "one", *TINY, *steps, *extra))
+    torchrun = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         os.path.join(ROOT, "main_mlp.py"), "--model-dir", str(tmp_path), "--model-id", "two",
+         *TINY, *steps, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    double = finish(torchrun)
+    # Adam divides each gradient by its own magnitude, so a weight whose gradient is
+    # at rounding level (summed in another order by two processes) can move by a
+    # different fraction of lr (1e-4); everything else agrees far more closely.
+    assert_same(encoders(tmp_path / "one"), encoders(tmp_path / "two"), atol=1e-4)
+
+    def losses(text):
+        return [float(line.split("train loss ")[1].split()[0])
+                for line in text.splitlines() if "train loss" in line]
+    one, two = losses(single), losses(double)
+    assert len(one) == len(two) == 4
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5
+
+
+def test_atomic_save_survives_sigkill(tmp_path):
+    target = tmp_path / "state.pt"
+    script = (
+        "import sys, torch; sys.path.insert(0, %r)\n"
+        "from utils import atomic_torch_save\n"
+        "i = 0\n"
+        "while True:\n"
+        "    atomic_torch_save({'version': i, 'data': torch.full((2_000_000,), float(i))}, %r)\n"
+        "    i += 1\n" % (ROOT, str(target)))
+    for delay in (0.5, 0.8, 1.1, 1.4):
+        proc = subprocess.Popen([sys.executable, "-c", script], env=ENV)
+        time.sleep(delay)
+        while not target.exists():
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(target)  # never truncated: always a complete earlier version
+        assert torch.all(state["data"] == float(state["version"]))
+
+
+def test_global_batchnorm_matches_batchnorm_in_one_process():
+    from distributed import GlobalBatchNorm2d
+    torch.manual_seed(0)
+    bn, gbn = torch.nn.BatchNorm2d(3), GlobalBatchNorm2d(3)
+    gbn.load_state_dict(bn.state_dict())
+    x = torch.randn(6, 3, 4, 4)
+    torch.testing.assert_close(bn(x), gbn(x))  # no process group: plain BatchNorm2d
+
+
+def test_two_process_ddp_image_text_equals_one_process(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from m3di_fixture import write_m3di
+    data = write_m3di(tmp_path / "data", sizes={"train": 40, "val": 10, "test": 10}, image_size=32)
+    flags = ["--datapath", str(data), "--model-dir", str(tmp_path), "--batch-size", "8",
+             "--train-steps", "3", "--log-steps", "1", "--seed", "5", "--workers", "0", "--no-cuda",
+             "--encoding-size", "3", "--hidden-size", "16"]  # the paper's lr, 1e-5
+    script = os.path.join(ROOT, "main_imgtxt.py")
+
+    def run(cmd):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [float(line.split("Loss: ")[1].split()[0])
+                for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Step:")]
+
+    one = run([sys.executable, script, "--model-id", "one", *flags])
+    two = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               script, "--model-id", "two", *flags])
+    assert len(one) == len(two) == 3
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)
+    for name in ("encoder_img.pt", "encoder_txt.pt"):
+        a, b = torch.load(tmp_path / "one" / name), torch.load(tmp_path / "two" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            # atol as in the simulation test: Adam and rounding-level gradients
+            torch.testing.assert_close(a[key].float(), b[key].float(), rtol=0, atol=1e-4)
+
+
+def test_image_text_resume_after_sigkill(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from m3di_fixture import write_m3di
+    data = write_m3di(tmp_path / "data", sizes={"train": 40, "val": 10, "test": 10}, image_size=32)
+    script = os.path.join(ROOT, "main_imgtxt.py")
+    flags = ["--datapath", str(data), "--model-dir", str(tmp_path), "--batch-size", "8",
+             "--train-steps", "120", "--checkpoint-steps", "7", "--log-steps", "50", "--seed", "5",
+             "--workers", "0", "--no-cuda", "--lr", "1e-3", "--hidden-size", "16"]
+
+    def start(*args):
+        return subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+
+    finish(start("--model-id", "whole", *flags))
+    proc = start("--model-id", "cut", *flags)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if checkpoint.exists() and torch.load(checkpoint)["step"] >= 14:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+    assert torch.load(checkpoint)["step"] < 120
+    finish(start("--model-id", "cut", "--resume", "--datapath", str(data), "--model-dir", str(tmp_path),
+                 "--workers", "0", "--no-cuda"))
+    for name in ("encoder_img.pt", "encoder_txt.pt"):
+        a, b = torch.load(tmp_path / "whole" / name), torch.load(tmp_path / "cut" / name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
