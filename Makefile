@@ -4,7 +4,12 @@ DEMO_DIR := demo_runs
 DEMO_FLAGS := --content-n 2 --style-n 2 --modality-n 2 --encoding-size 2 \
 	--batch-size 512 --lr 1e-4 --train-steps 5001 --log-steps 1000 --num-eval-batches 1
 
-.PHONY: demo test venv clean
+# Image/text at CPU size: a generated 64 px Multimodal3DIdent, encoding size 4.
+IMGTXT_DATA := $(DEMO_DIR)/m3di64
+IMGTXT_FLAGS := --encoding-size 4 --batch-size 64 --lr 3e-4 --train-steps 1001 --log-steps 100 \
+	--checkpoint-steps 500 --workers 1
+
+.PHONY: demo demo-imgtxt test venv clean
 
 venv: .venv/.installed
 
@@ -18,6 +23,15 @@ demo: venv
 	rm -rf $(DEMO_DIR)/mlp
 	$(PY) main_mlp.py --model-dir $(DEMO_DIR) --model-id mlp --seed 0 --no-cuda $(DEMO_FLAGS)
 	$(PY) main_mlp.py --model-dir $(DEMO_DIR) --model-id mlp --seed 1 --no-cuda --evaluate --load-args --num-eval-batches 1
+
+demo-imgtxt: venv
+	rm -rf $(IMGTXT_DATA) $(DEMO_DIR)/imgtxt
+	$(PY) generate_m3di.py $(IMGTXT_DATA) --n-train 4000 --n-val 1000 --n-test 1000 --seed 0 \
+		--image-size 64 --position-dependent-color --workers 1
+	$(PY) main_imgtxt.py --datapath $(IMGTXT_DATA) --model-dir $(DEMO_DIR) --model-id imgtxt \
+		--seed 0 --no-cuda $(IMGTXT_FLAGS)
+	$(PY) main_imgtxt.py --datapath $(IMGTXT_DATA) --model-dir $(DEMO_DIR) --model-id imgtxt \
+		--seed 1 --no-cuda --evaluate --load-args --workers 1
 
 test: venv
 	$(PY) -m pytest

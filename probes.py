@@ -67,7 +67,9 @@ def _solve_dual(x, y, gamma, alpha):
     info = torch.empty((), dtype=torch.int32, device=x.device)
     factor, info = torch.linalg.cholesky_ex(kt, out=(kt, info))
     if int(info) == 0:
-        return torch.cholesky_solve(y, factor)
+        # Two triangular solves: cholesky_solve would copy the factor (a second n x n).
+        z = torch.linalg.solve_triangular(factor, y, upper=False)
+        return torch.linalg.solve_triangular(factor.mT, z, upper=True)
     # Numerically singular: scikit-learn falls back to least squares, so do we.
     del factor, kt
     k = _rbf(x, x, gamma)
