@@ -10,8 +10,7 @@ def get_mlp(n_in, n_out, layers, output_normalization=None, slope=0.01):
     """
     modules, width = [], n_in
     for hidden in layers:
-        # In place: saves one activation-sized buffer per layer; backward needs only the output.
-        modules += [nn.Linear(width, hidden), nn.LeakyReLU(negative_slope=slope, inplace=True)]
+        modules += [nn.Linear(width, hidden), nn.LeakyReLU(negative_slope=slope)]
         width = hidden
     modules.append(nn.Linear(width, n_out))
     if output_normalization is not None:
