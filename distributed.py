@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
+from utils import get_device
+
 
 @dataclass
 class DistInfo:
@@ -41,9 +43,7 @@ def init_distributed(no_cuda=False):
 
 
 def device_for(info, no_cuda=False):
-    if torch.cuda.is_available() and not no_cuda:
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
+    return get_device(no_cuda, info.local_rank)
 
 
 def local_slice(n, info):

@@ -30,8 +30,8 @@ from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenize
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import symmetric_infonce
 from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   infinite_iterator, load_into, new_model_id, read_json, run_cli, set_seed,
-                   should_log)
+                   evaluation_seed, infinite_iterator, load_into, new_model_id, read_json, run_cli,
+                   set_seed, should_log)
 
 CLIP_NORM = 2.0
 CHECKPOINT = "checkpoint.pt"  # encoders, optimiser and step, for --resume
@@ -279,15 +279,6 @@ def encode(dataset, enc_img, enc_txt, args, device, loss_fn=None):
     return out, float(np.mean(losses)) if losses else math.nan
 
 
-def resolve_eval_seed(args, train_seed):
-    if args.seed is None:
-        return draw_seed(exclude=train_seed)
-    if train_seed is not None and args.seed == train_seed:
-        raise UserError(f"--seed {args.seed} equals the training seed; evaluate with another seed "
-                        f"(or leave --seed out to draw one)")
-    return args.seed
-
-
 def model_vocabulary(args, save_dir):
     """The model's vocabulary: its own vocab.json, else the data folder's, else rebuilt."""
     for path in (os.path.join(save_dir, "vocab.json"), os.path.join(args.datapath, "vocab.json")):
@@ -329,7 +320,7 @@ def evaluate(args, device):
             raise UserError(f"args.json in {save_dir} names an unknown text encoder "
                             f"{args.text_encoder!r}")
     train_seed = saved.get("seed")
-    seed = resolve_eval_seed(args, train_seed)
+    seed = evaluation_seed(args.seed, train_seed)
     args.seed = seed
     set_seed(seed)
     print_args(args)

@@ -26,7 +26,7 @@ from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, symmetric_lp_loss
 from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   load_into, new_model_id, read_json, run_cli, set_seed, should_log)
+                   evaluation_seed, load_into, new_model_id, read_json, run_cli, set_seed, should_log)
 
 EVAL_BATCH = 4096
 CHECKPOINT = "checkpoint.pt"  # encoders, optimiser, step and random streams, for --resume
@@ -274,10 +274,7 @@ def load_for_evaluation(args):
     train_seed = saved.get("seed")
     if train_seed is None:
         raise UserError(f"{save_dir}/args.json records no training seed")
-    if args.seed is None:
-        args.seed = draw_seed(exclude=train_seed)
-    elif args.seed == train_seed:
-        raise UserError(f"--seed {args.seed} equals the training seed; evaluation needs fresh samples")
+    args.seed = evaluation_seed(args.seed, train_seed)
     return save_dir, train_seed
 
 

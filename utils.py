@@ -36,14 +36,25 @@ def draw_seed(exclude=None):
             return seed
 
 
+def evaluation_seed(seed, train_seed):
+    """The seed of an evaluation: the given one unless it repeats the training seed
+    (the samples would not be fresh), or a drawn one that differs from it."""
+    if seed is None:
+        return draw_seed(exclude=train_seed)
+    if train_seed is not None and seed == train_seed:
+        raise UserError(f"--seed {seed} equals the training seed; evaluate with another seed "
+                        f"(or leave --seed out to draw one)")
+    return seed
+
+
 def set_seed(seed):
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def get_device(no_cuda=False):
+def get_device(no_cuda=False, index=0):
     if not no_cuda and torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 

@@ -16,7 +16,7 @@ from datasets import EOS, PAD, Multimodal3DIdent, Vocabulary
 from encoders import TextEncoder2D, TextEncoderGRU, image_encoder, text_encoder
 from losses import infonce_loss, symmetric_infonce
 from m3di_fixture import write_m3di
-from utils import UserError, load_state_dict, run_cli
+from utils import UserError, evaluation_seed, load_state_dict, run_cli
 
 SPEC_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
                 "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
@@ -244,11 +244,11 @@ def test_every_sample_once_in_eval_mode(data):
 def test_eval_seed_differs_from_training_seed():
     args = main_imgtxt.build_parser().parse_args(["--datapath", "x"])
     for _ in range(20):
-        assert main_imgtxt.resolve_eval_seed(args, 7) != 7
+        assert evaluation_seed(args.seed, 7) != 7
     args.seed = 7
     with pytest.raises(UserError):
-        main_imgtxt.resolve_eval_seed(args, 7)
-    assert main_imgtxt.resolve_eval_seed(args, None) == 7
+        evaluation_seed(args.seed, 7)
+    assert evaluation_seed(args.seed, None) == 7
 
 
 # ---------------------------------------------------------------------------
