@@ -131,3 +131,8 @@ def sync_batchnorm(module, info, device):
         else:
             sync_batchnorm(child, info, device)
     return module
+
+
+def barrier(info):
+    if info.enabled:
+        dist.barrier()

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 import probes
 import spaces
-from distributed import (DistInfo, broadcast_object, cleanup, device_for, gather_with_grad,
-                         init_distributed, local_slice, mean_over_ranks, wrap_ddp)
+from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
+                         gather_with_grad, init_distributed, local_slice, mean_over_ranks, wrap_ddp)
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, symmetric_lp_loss
@@ -183,6 +183,7 @@ def start_model_folder(args, save_dir, info):
     if args.batch_size % info.world_size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
                         f"{info.world_size} processes")
+    barrier(info)  # every rank has checked the folder before rank 0 fills it
     if info.is_main:
         atomic_write_json(args_path, vars(args))
 
