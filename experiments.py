@@ -39,11 +39,17 @@ EXPERIMENTS = {
     "table4": "Table 4: multimodal simulation without modality-specific latents (--modality-n 0)",
     "figure8": "Figure 8: table1's multimodal models evaluated with --permuted-content",
     "figure3": "Figure 3: image/text with position-dependent colour, by encoding size",
+    "figure5": "Figure 5: multimodal simulation with discrete content, style or modality-specific latents",
 }
 # Table 1's rows: (p(chg), statistical dependence, content-dependent style).
 SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
             (0.75, False, True), (0.75, True, True))
 ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
+# figure5's rows: which blocks are discrete, each dimension with FIG5_K values
+# (p(chg) 0.75, no dependencies: Table 1's second row with discrete blocks).
+FIG5_ROWS = (("c",), ("s",), ("m",), ("c", "s", "m"))
+FIG5_K = 5
+DISCRETE_FLAGS = {"c": "--discrete-content", "s": "--discrete-style", "m": "--discrete-modality"}
 # Evaluation seed = training seed + this: fresh samples (the entry points refuse
 # the training seed), yet reproducible.
 EVAL_SEED_OFFSET = 10_000
@@ -64,23 +70,26 @@ SCALES = {
         "sim_train": {"--content-n": 5, "--style-n": 5, "--modality-n": 5, "--encoding-size": 5,
                       "--batch-size": 6144, "--lr": 1e-4, "--train-steps": 300001, "--log-steps": 1000},
         "sim_eval": {"--num-eval-batches": 5},
-        "imgtxt_train": {"--batch-size": 256, "--lr": 1e-5, "--train-steps": 100001,
+        "imgtxt_train": {"--batch-size": 256, "--lr": 1e-5, "--tau": 1.0, "--train-steps": 100001,
                          "--log-steps": 1000, "--checkpoint-steps": 10000, "--workers": 4},
         "imgtxt_eval": {"--workers": 4},
         "data": None,  # the published Multimodal3DIdent: --datapath is required
     },
-    # CPU-sized. Simulation: blocks of 2 reach content R^2 ~0.9+ in 5,000 steps
-    # (about 5 minutes per model on 2 cores, SPEC section 6). Image/text:
-    # PROVISIONAL, not yet tuned: about 3 s per step at 64 px, batch 64 on 2 busy cores.
+    # CPU-sized, chosen by measurement on 2 cores (REPRODUCTION.md). Simulation:
+    # blocks of 2 at batch 256 and lr 1e-3 reach linear content R^2 0.92 by step
+    # 1,000; 2,000 steps leave a margin for the harder rows. Image/text: 32 px
+    # images and tau 0.1 / lr 1e-3 (the settings that learned shape fastest in a
+    # sweep, benchmarks/cuda_check.sh), but only 400 steps: enough for position
+    # and colour, not for shape (make demo-imgtxt trains 1,800 steps at 64 px).
     "quick": {
         "sim_train": {"--content-n": 2, "--style-n": 2, "--modality-n": 2, "--encoding-size": 2,
-                      "--batch-size": 512, "--lr": 1e-4, "--train-steps": 5001, "--log-steps": 1000},
+                      "--batch-size": 256, "--lr": 1e-3, "--train-steps": 2001, "--log-steps": 500},
         "sim_eval": {"--num-eval-batches": 1},
-        "imgtxt_train": {"--batch-size": 64, "--lr": 1e-4, "--train-steps": 2001,
-                         "--log-steps": 200, "--checkpoint-steps": 500, "--workers": 1},
+        "imgtxt_train": {"--batch-size": 64, "--lr": 1e-3, "--tau": 0.1, "--train-steps": 401,
+                         "--log-steps": 100, "--checkpoint-steps": 250, "--workers": 1},
         "imgtxt_eval": {"--workers": 1},
         "data": {"--n-train": 10000, "--n-val": 1000, "--n-test": 1000, "--seed": 0,
-                 "--image-size": 64, "--position-dependent-color": True,
+                 "--image-size": 32, "--position-dependent-color": True,
                  "--workers": os.cpu_count() or 1},
     },
 }
@@ -149,9 +158,14 @@ def sim_row_name(p, stat, cau, mode, no_modality):
     return f"p{p}" + "_stat" * stat + "_cau" * cau + f"_{mode}" + "_nm0" * no_modality
 
 
-def simulation_runs(experiment, out, scale, seeds):
+def sim_grid(experiment):
+    """[(row name, row flags)] of a simulation experiment."""
+    if experiment == "figure5":
+        return [(f"p0.75_disc{''.join(blocks)}{FIG5_K}_multi",
+                 {"--style-change-prob": 0.75, **{DISCRETE_FLAGS[b]: FIG5_K for b in blocks}})
+                for blocks in FIG5_ROWS]
     modes = ("uni", "multi") if experiment == "table1" else ("multi",)
-    trained_in = "table1" if experiment == "figure8" else experiment  # figure8 reuses table1's models
+    grid = []
     for p, stat, cau in SIM_ROWS:
         for mode in modes:
             row = {"--style-change-prob": p, "--statistical-dependence": stat,
@@ -159,16 +173,22 @@ def simulation_runs(experiment, out, scale, seeds):
                    "--shared-mixing": mode == "uni", "--shared-encoder": mode == "uni"}
             if experiment == "table4":
                 row["--modality-n"] = 0
-            row_name = sim_row_name(p, stat, cau, mode, experiment == "table4")
-            for seed in seeds:
-                name = f"{row_name}_s{seed}"
-                run_dir = os.path.join(out, experiment, name)
-                train_dir = os.path.join(out, trained_in, name)
-                train = merge({**location(train_dir), "--seed": seed, **row}, SCALES[scale]["sim_train"])
-                evaluate = {**location(run_dir), "--evaluate": True, "--load-args": True,
-                            "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale]["sim_eval"],
-                            "--permuted-content": experiment == "figure8"}
-                yield Run(experiment, name, row, run_dir, train_dir, train, evaluate, "main_mlp.py")
+            grid.append((sim_row_name(p, stat, cau, mode, experiment == "table4"), row))
+    return grid
+
+
+def simulation_runs(experiment, out, scale, seeds):
+    trained_in = "table1" if experiment == "figure8" else experiment  # figure8 reuses table1's models
+    for row_name, row in sim_grid(experiment):
+        for seed in seeds:
+            name = f"{row_name}_s{seed}"
+            run_dir = os.path.join(out, experiment, name)
+            train_dir = os.path.join(out, trained_in, name)
+            train = merge({**location(train_dir), "--seed": seed, **row}, SCALES[scale]["sim_train"])
+            evaluate = {**location(run_dir), "--evaluate": True, "--load-args": True,
+                        "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale]["sim_eval"],
+                        "--permuted-content": experiment == "figure8"}
+            yield Run(experiment, name, row, run_dir, train_dir, train, evaluate, "main_mlp.py")
 
 
 def imgtxt_runs(out, scale, seeds, datapath):

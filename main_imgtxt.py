@@ -24,8 +24,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import probes
-from distributed import (DistInfo, broadcast_object, cleanup, device_for, gather_with_grad,
-                         init_distributed, sync_batchnorm, wrap_ddp)
+from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
+                         gather_with_grad, init_distributed, sync_batchnorm, wrap_ddp)
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import symmetric_infonce
@@ -141,6 +141,10 @@ def train(args, device, info=DistInfo()):
         args.seed = broadcast_object(draw_seed(), info)
     seed = args.seed
     save_dir = os.path.join(args.model_dir, args.model_id)
+    if not args.resume and os.path.exists(os.path.join(save_dir, "args.json")):
+        raise UserError(f"model folder {save_dir} already holds a model; choose another "
+                        "--model-id, add --resume to continue it, or --evaluate")
+    barrier(info)  # every rank has checked the folder before rank 0 fills it
     set_seed(seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels

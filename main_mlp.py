@@ -35,7 +35,9 @@ TARGETS = ("c", "s", "s~", "m1", "m2", "c'")
 # plus the covariance option that only this implementation has.
 LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent_style",
                "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
-               "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances")
+               "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
+               "discrete_content", "discrete_style", "discrete_modality")
+DISCRETE_FLAGS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete_modality"}
 
 
 def build_parser():
@@ -52,6 +54,10 @@ def build_parser():
     p.add_argument("--independent-covariances", action="store_true",
                    help="with --statistical-dependence, draw each block's covariance independently "
                         "(the published scripts give equal-sized blocks one shared matrix)")
+    for block, name in (("content", "c"), ("style", "s"), ("modality", "m1, m2")):
+        p.add_argument(f"--discrete-{block}", type=int, default=0, metavar="K",
+                       help=f"make {name} discrete: each dimension uniform on K evenly spaced "
+                            "values (0: Gaussian, the default)")
     p.add_argument("--c-param", type=float, default=1.0)
     p.add_argument("--m-param", type=float, default=1.0)
     p.add_argument("--n-mixing-layer", type=int, default=3)
@@ -87,14 +93,30 @@ def check_args(args):
     for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param), ("--lr", args.lr)):
         if not value > 0:
             raise UserError(f"{flag} must be positive, got {value}")
+    check_discrete(args)
+
+
+def check_discrete(args):
+    discrete = [f"--{key.replace('_', '-')}" for key in DISCRETE_FLAGS.values() if getattr(args, key)]
+    for flag in discrete:
+        k = getattr(args, flag[2:].replace("-", "_"))
+        if k < 2:
+            raise UserError(f"{flag} must be 0 (Gaussian) or a number of values >= 2, got {k}")
+    if discrete and args.statistical_dependence:
+        raise UserError(f"{discrete[0]} cannot be combined with --statistical-dependence, "
+                        "whose Wishart covariances are defined for Gaussian blocks only")
+    if args.discrete_style and args.content_dependent_style:
+        raise UserError("--discrete-style cannot be combined with --content-dependent-style: "
+                        "the shift B c + a would make the style continuous")
 
 
 def build_latent_space(args, train_seed, device, saved_params=None):
     params = saved_params if saved_params is not None else spaces.draw_parameters(
         train_seed, args.content_n, args.style_n, args.modality_n, args.statistical_dependence,
         args.content_dependent_style, args.independent_covariances)
+    discrete = {block: getattr(args, key) for block, key in DISCRETE_FLAGS.items()}
     return spaces.LatentSpace(args.content_n, args.style_n, args.modality_n, args.style_change_prob,
-                              args.c_param, args.m_param, params, device)
+                              args.c_param, args.m_param, params, device, discrete)
 
 
 def build_encoders(args, dim):
@@ -272,6 +294,10 @@ def load_for_evaluation(args):
         for key in LOADED_ARGS:
             if key in saved:
                 setattr(args, key, saved[key])
+    for key in DISCRETE_FLAGS.values():
+        if saved.get(key, 0) != getattr(args, key):
+            raise UserError(f"{save_dir} was trained with --{key.replace('_', '-')} {saved.get(key, 0)}, "
+                            f"not {getattr(args, key)}; add --load-args")
     train_seed = saved.get("seed")
     if train_seed is None:
         raise UserError(f"{save_dir}/args.json records no training seed")

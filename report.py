@@ -44,6 +44,8 @@ PAPER = {
     },
     # Figure 8 of the paper: plotted only, the SPEC gives no numbers.
     "figure8": {},
+    # Figure 5 of the paper (discrete latents): the SPEC gives no numbers.
+    "figure5": {},
     # Figure 3 of the paper, read off the plot. One cell per encoding size
     # 1, 2, 3, 4, 6, 8, 10, 12: a value, a (low, high) range (low None: "<= high"),
     # or None where the SPEC gives nothing. Accuracy for discrete factors, R^2 otherwise.
@@ -73,17 +75,20 @@ SIM_COLUMNS = {
                ("multi", "s", "multimodal s"), ("multi", "m1", "multimodal m_i")],
     "table4": [("multi", "c", "content c"), ("multi", "s", "style s")],
     "figure8": [("multi", "c", "c (original content)"), ("multi", "c'", "c' (permuted content)")],
+    "figure5": [("multi", "c", "content c"), ("multi", "s", "style s"), ("multi", "m1", "modality m_i")],
 }
+DISCRETE_KEYS = (("c", "discrete_content"), ("s", "discrete_style"), ("m", "discrete_modality"))
 TITLES = {
     "table1": "Table 1: numerical simulation, nonlinear R² of the encodings h1(x1)",
     "table4": "Table 4: multimodal simulation without modality-specific latents, nonlinear R² of h1(x1)",
     "figure8": "Figure 8: Table 1's multimodal models under permuted content, nonlinear R² of h1(x1)",
     "figure3": "Figure 3: image/text, position-dependent colour, prediction performance by encoding size",
+    "figure5": "Figure 5: multimodal simulation with discrete latent blocks, nonlinear R² of h1(x1)",
 }
 # Settings shown in the report's header (from args.json), to tell quick runs from the paper's.
 SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size", "batch_size",
                           "train_steps", "lr"),
-                  "imgtxt": ("batch_size", "train_steps", "lr", "datapath")}
+                  "imgtxt": ("batch_size", "train_steps", "lr", "tau", "datapath")}
 
 
 # ------------------------------------------------------------- loading ---
@@ -165,12 +170,34 @@ def sim_key(args):
             bool(args["content_dependent_style"]))
 
 
+def discrete_key(args):
+    """((block, k), ...) of the discrete blocks of a run, e.g. (('c', 5),)."""
+    return tuple((block, int(args.get(key) or 0)) for block, key in DISCRETE_KEYS if args.get(key))
+
+
+def row_cells(experiment, key):
+    """The leading cells of a table row, and their headers."""
+    if experiment == "figure5":
+        blocks = ", ".join(b for b, _ in key) or "none"
+        ks = sorted({k for _, k in key})
+        return [blocks, "/".join(map(str, ks)) or "-"], ["discrete blocks", "k"]
+    p, stat, cau = key
+    return [p, "yes" if stat else "-", "yes" if cau else "-"], ["p(chg)", "Stat", "Cau"]
+
+
+def row_label(experiment, key):
+    cells, _ = row_cells(experiment, key)
+    if experiment == "figure5":
+        return f"{cells[0]} (k={cells[1]})"
+    return f"p={cells[0]}" + (" Stat" if cells[1] == "yes" else "") + (" Cau" if cells[2] == "yes" else "")
+
+
 def sim_mode(args):
     shared = (bool(args.get("shared_mixing")), bool(args.get("shared_encoder")))
     return {(True, True): "uni", (False, False): "multi"}.get(shared)
 
 
-def sim_values(runs, notes):
+def sim_values(runs, notes, key_of=sim_key):
     """{(row key, mode): {factor: [nonlinear R² of hz1, one per run]}}."""
     table = {}
     for name, args, results in runs:
@@ -179,7 +206,7 @@ def sim_values(runs, notes):
             notes.append(f"{name}: not a unimodal/multimodal simulation run, left out")
             continue
         hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
-        factors = table.setdefault((sim_key(args), mode), {})
+        factors = table.setdefault((key_of(args), mode), {})
         for factor in ("c", "s", "s~", "m1", "m2", "c'"):
             factors.setdefault(factor, []).append(float(hz1.get(factor, math.nan)))
     return table
@@ -187,31 +214,33 @@ def sim_values(runs, notes):
 
 def sim_report(experiment, runs, notes):
     """Markdown section and bar-chart panels of a simulation experiment."""
-    values = sim_values(runs, notes)
+    discrete = experiment == "figure5"
+    values = sim_values(runs, notes, discrete_key if discrete else sim_key)
     columns = SIM_COLUMNS[experiment]
     paper = PAPER[experiment]
-    keys = SIM_ROWS + sorted({k for k, _ in values} - set(SIM_ROWS))
+    found = sorted({k for k, _ in values} - set(SIM_ROWS))
+    keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))
     rows = []
     for key in keys:
         if not any((key, mode) in values for mode in modes) and key not in paper:
             continue
-        p, stat, cau = key
-        row = [p, "yes" if stat else "-", "yes" if cau else "-"]
+        row = row_cells(experiment, key)[0]
         for mode, factor, _ in columns:
             row.append(cell(values.get((key, mode), {}).get(factor, []),
                             paper.get(key, {}).get(mode, {}).get(factor)))
         row.append("/".join(str(len(values.get((key, mode), {}).get("c", []))) for mode in modes))
         rows.append(row)
-    header = ["p(chg)", "Stat", "Cau", *(h for _, _, h in columns), "runs (" + "/".join(modes) + ")"]
+    header = [*row_cells(experiment, keys[0])[1], *(h for _, _, h in columns),
+              "runs (" + "/".join(modes) + ")"]
     text = markdown_table(header, rows)
-    panels = [sim_panel(mode, [(m, f, h) for m, f, h in columns if m == mode], keys, values, paper)
+    labels = [row_label(experiment, key) for key in keys]
+    panels = [sim_panel(mode, [(m, f, h) for m, f, h in columns if m == mode], keys, labels, values, paper)
               for mode in modes]
     return text, panels
 
 
-def sim_panel(mode, columns, keys, values, paper):
-    labels = [f"p={p}" + (" Stat" if s else "") + (" Cau" if c else "") for p, s, c in keys]
+def sim_panel(mode, columns, keys, labels, values, paper):
     bars = []
     for _, factor, header in columns:
         stats = [summarize(values.get((key, mode), {}).get(factor, [])) for key in keys]
@@ -351,6 +380,10 @@ def write_report(folder, experiment):
         plot_bars(panels, png, TITLES[experiment])
         legend = ("Cells: ours, mean ± std over seeds (sample std; '(n=k)': only k finite values); "
                   "[paper value] from SPEC section 4.")
+        if experiment == "figure5":
+            legend = ("Cells: ours, mean ± std over seeds. Discrete blocks: each dimension uniform on "
+                      "k evenly spaced values (main_mlp.py --discrete-content/-style/-modality K). "
+                      "The paper shows this setting in a plot only; the SPEC gives no numbers.")
         if experiment == "figure8":
             legend += (" The views are encoded with permuted content c', so a model that recovers "
                        "the content it sees predicts c' and not c. The paper gives no numbers here.")

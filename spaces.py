@@ -3,6 +3,11 @@
 z = (c, s, m1, m2); a pair shares content c, the second view sees perturbed
 style s~ = s + mask * eps, and each view has its own modality-specific block:
 z1 = (c, s, m1), z2 = (c, s~, m2). Sampling runs in torch on any device.
+
+A block may instead be discrete (the paper's Figure 5 setting, which the
+published scripts cannot run): each dimension uniform on k evenly spaced values,
+standardised to mean 0 and variance m_param^2 like the Gaussian blocks. A
+discrete style dimension "changes" by being redrawn, so s~ stays discrete.
 """
 import numpy as np
 import torch
@@ -41,11 +46,20 @@ def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence
     return params
 
 
+def discrete_levels(k, scale=1.0):
+    """The k values of a discrete latent dimension: evenly spaced, mean 0, variance scale^2."""
+    levels = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    return (levels / levels.pow(2).mean().sqrt() * scale).float()
+
+
 class LatentSpace:
-    """Samples batches of latent pairs from a fixed distribution on one device."""
+    """Samples batches of latent pairs from a fixed distribution on one device.
+
+    `discrete` maps block names "c", "s", "m" to a number of values k >= 2;
+    blocks not named are Gaussian."""
 
     def __init__(self, content_n, style_n, modality_n, style_change_prob=1.0, c_param=1.0,
-                 m_param=1.0, params=None, device="cpu"):
+                 m_param=1.0, params=None, device="cpu", discrete=None):
         self.content_n, self.style_n, self.modality_n = content_n, style_n, modality_n
         self.style_change_prob = style_change_prob
         self.c_param, self.m_param = c_param, m_param
@@ -56,10 +70,22 @@ class LatentSpace:
                       for name in BLOCKS if f"Sigma_{name}" in self.params}
         self._B = self.params["B"].float().to(self.device) if "B" in self.params else None
         self._a = self.params["a"].float().to(self.device) if "a" in self.params else None
+        self.discrete = {b: k for b, k in (discrete or {}).items() if k}
+        if self.discrete.get("s") and self._B is not None:
+            raise ValueError("content-dependent style would make a discrete style block continuous")
+        self._levels = {b: discrete_levels(k, m_param).to(self.device) for b, k in self.discrete.items()}
 
     @property
     def view_dim(self):
         return self.content_n + self.style_n + self.modality_n
+
+    def _draw(self, name, n, width, generator):
+        """A latent block: discrete values where the block is discrete, else Gaussian."""
+        block = "m" if name in ("m1", "m2") else name
+        if block in self._levels:
+            levels = self._levels[block]
+            return levels[torch.randint(len(levels), (n, width), device=self.device, generator=generator)]
+        return self._normal(name, n, width, self.m_param, generator)
 
     def _normal(self, name, n, width, scale, generator):
         eps = torch.randn(n, width, device=self.device, generator=generator)
@@ -70,14 +96,17 @@ class LatentSpace:
     def sample(self, n, generator=None):
         """A dict of latent blocks c, s, s~, m1, m2 for n pairs."""
         nc, ns, nm = self.content_n, self.style_n, self.modality_n
-        c = self._normal("c", n, nc, self.m_param, generator)
-        s = self._normal("s", n, ns, self.m_param, generator)
-        m1 = self._normal("m1", n, nm, self.m_param, generator)
-        m2 = self._normal("m2", n, nm, self.m_param, generator)
+        c = self._draw("c", n, nc, generator)
+        s = self._draw("s", n, ns, generator)
+        m1 = self._draw("m1", n, nm, generator)
+        m2 = self._draw("m2", n, nm, generator)
         if self._B is not None:
             s = s + c @ self._B.T + self._a
         mask = torch.rand(n, ns, device=self.device, generator=generator) < self.style_change_prob
-        s_tilde = s + mask * self._normal("a", n, ns, self.c_param, generator)
+        if "s" in self._levels:
+            s_tilde = torch.where(mask, self._draw("s", n, ns, generator), s)
+        else:
+            s_tilde = s + mask * self._normal("a", n, ns, self.c_param, generator)
         return {"c": c, "s": s, "s~": s_tilde, "m1": m1, "m2": m2}
 
     @staticmethod

@@ -120,7 +120,7 @@ def test_scales():
     assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
                                   "--batch-size", "--train-steps", "--log-steps", "--lr")} == {
         "--content-n": "2", "--style-n": "2", "--modality-n": "2", "--encoding-size": "2",
-        "--batch-size": "512", "--train-steps": "5001", "--log-steps": "1000", "--lr": "0.0001"}
+        "--batch-size": "256", "--train-steps": "2001", "--log-steps": "500", "--lr": "0.001"}
     paper = flag_dict(experiments.render(next(experiments.simulation_runs("table1", "r", "paper", [0])).train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
         "6144", "300001", "0.0001", "5")
@@ -149,10 +149,22 @@ def test_table4_figure8_figure3_grids(tmp_path):
     assert all(r.train_flags["--datapath"] == data == r.eval_flags["--datapath"] for r in f3)
     assert generate.cmd[1].endswith("generate_m3di.py") and generate.cmd[2] == data + ".partial"
     gen = flag_dict(generate.cmd[3:])
-    assert gen["--image-size"] == "64" and gen["--position-dependent-color"] is True
+    assert gen["--image-size"] == "32" and gen["--position-dependent-color"] is True
     # a given --datapath is used as is, and nothing is generated
     f3, generate = experiments.build_runs(["figure3"], "runs", "paper", [0], datapath=str(tmp_path))
     assert generate is None and f3[0].train_flags["--datapath"] == str(tmp_path)
+
+
+def test_figure5_grid():
+    runs, _ = experiments.build_runs(["figure5"], "runs", "quick", range(3))
+    assert len(runs) == 12 and [r.name for r in runs[::3]] == [
+        "p0.75_discc5_multi_s0", "p0.75_discs5_multi_s0", "p0.75_discm5_multi_s0", "p0.75_disccsm5_multi_s0"]
+    flags = [flag_dict(experiments.render(r.train_flags)) for r in runs[::3]]
+    discrete = ("--discrete-content", "--discrete-style", "--discrete-modality")
+    assert [[f.get(d) for d in discrete] for f in flags] == [
+        ["5", None, None], [None, "5", None], [None, None, "5"], ["5", "5", "5"]]
+    assert all(f["--style-change-prob"] == "0.75" and "--shared-encoder" not in f for f in flags)
+    assert all(r.train_dir == r.run_dir == os.path.join("runs", "figure5", r.name) for r in runs)
 
 
 def test_cli_errors_are_one_line():

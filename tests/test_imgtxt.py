@@ -279,6 +279,16 @@ def test_bad_input(data, trained, tmp_path):
             run_main(*argv)
 
 
+def test_training_into_an_existing_model_is_refused(data, trained, tmp_path):
+    folder = tmp_path / "conv"
+    shutil.copytree(os.path.join(trained, "conv"), folder)
+    before = {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+    with pytest.raises(UserError, match="already holds a model"):
+        run_main("--datapath", data, "--model-dir", tmp_path, "--model-id", "conv", "--batch-size", 8,
+                 "--train-steps", 1, "--workers", 0, "--hidden-size", 16)
+    assert {name: (folder / name).read_bytes() for name in os.listdir(folder)} == before
+
+
 def test_cli_data_error_is_one_line(data, tmp_path, capsys):
     """A broken image met in a DataLoader worker: exit code 2, one line naming the file."""
     broken = str(tmp_path / "m3di")

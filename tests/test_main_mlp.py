@@ -84,6 +84,29 @@ def test_training_without_model_id_or_seed_records_them(tmp_path):
     assert len(results) == 12
 
 
+def test_discrete_latents_train_and_evaluate(tmp_path):
+    folder = train(tmp_path, extra=["--discrete-content", "3", "--discrete-modality", "2",
+                                    "--style-change-prob", "0.75"])
+    saved = json.loads((folder / "args.json").read_text())
+    assert (saved["discrete_content"], saved["discrete_style"], saved["discrete_modality"]) == (3, 0, 2)
+    results = evaluate(tmp_path)
+    assert len(results) == 12 and results.loc[results.predicted_factors != "c'", "r2_linear"].notna().all()
+    # The evaluation saw discrete latents: the content it regressed on takes 3 values.
+    space = main_mlp.build_latent_space(main_mlp.build_parser().parse_args(
+        ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--discrete-content", "3"]), 3, "cpu")
+    assert space.sample(500)["c"].unique().numel() == 3
+
+
+def test_evaluating_discrete_model_without_its_settings_is_refused(tmp_path, capsys):
+    train(tmp_path, extra=["--discrete-style", "4"])
+    with pytest.raises(SystemExit):
+        utils.run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "m", "--evaluate",
+                                      *TINY])
+    err = capsys.readouterr().err
+    assert "--discrete-style 4" in err and "--load-args" in err
+    assert not (tmp_path / "m" / "results.csv").exists()
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "main_mlp.py"), *args],
                           capture_output=True, text=True, cwd=ROOT)
@@ -106,6 +129,10 @@ def assert_one_line_error(proc, *needles):
     (["--m-param", "0"], "--m-param"),
     (["--evaluate"], "--model-id"),
     (["--resume"], "--model-id"),
+    (["--discrete-content", "1"], "--discrete-content"),
+    (["--discrete-modality", "-3"], "--discrete-modality"),
+    (["--discrete-style", "3", "--content-dependent-style"], "--content-dependent-style"),
+    (["--discrete-content", "3", "--statistical-dependence"], "--statistical-dependence"),
 ])
 def test_bad_flags(tmp_path, capsys, flags, needle):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,13 +12,14 @@ from utils import UserError
 NAN = math.nan
 
 
-def sim_run(folder, name, p=1.0, stat=False, cau=False, uni=False, r2=None, seed=0):
+def sim_run(folder, name, p=1.0, stat=False, cau=False, uni=False, r2=None, seed=0, discrete=None):
     """A fake simulation run folder: args.json and results.csv with r2_nonlinear of hz1 from `r2`."""
     path = folder / name
     path.mkdir(parents=True)
     args = {"style_change_prob": p, "statistical_dependence": stat, "content_dependent_style": cau,
             "shared_mixing": uni, "shared_encoder": uni, "seed": seed, "content_n": 2, "style_n": 2,
-            "modality_n": 2, "encoding_size": 2, "batch_size": 512, "train_steps": 5001, "lr": 1e-4}
+            "modality_n": 2, "encoding_size": 2, "batch_size": 512, "train_steps": 5001, "lr": 1e-4,
+            **(discrete or {})}
     (path / "args.json").write_text(json.dumps(args))
     rows = [(enc, f, 0.0, (r2 or {}).get(f, 0.0) if enc == "hz1" else 0.5)
             for enc in ("hz1", "hz2") for f in ("c", "s", "s~", "m1", "m2", "c'")]
@@ -89,6 +90,22 @@ def test_table4_and_figure8(tmp_path):
     md = (f8 / "report.md").read_text()
     assert table_row(md, "| 1.0 |") == ["1.0", "-", "-", "0.02 ± 0.01", "0.97 ± 0.01", "2"]
     assert_png(f8 / "figure8.png")
+
+
+def test_figure5_rows_by_discrete_blocks(tmp_path):
+    folder = tmp_path / "figure5"
+    for seed, c in ((0, 0.9), (1, 0.96)):
+        sim_run(folder, f"p0.75_discc5_multi_s{seed}", p=0.75, seed=seed, discrete={"discrete_content": 5},
+                r2={"c": c, "s": 0.02, "m1": 0.01})
+    sim_run(folder, "p0.75_disccsm5_multi_s0", p=0.75, r2={"c": 0.8, "s": 0.1, "m1": 0.0},
+            discrete={"discrete_content": 5, "discrete_style": 5, "discrete_modality": 5})
+    report.write_report(str(folder), "figure5")
+    md = (folder / "report.md").read_text()
+    assert "| discrete blocks | k | content c | style s | modality m_i |" in md
+    assert table_row(md, "| c | 5 |") == ["c", "5", "0.93 ± 0.04", "0.02 ± 0.00", "0.01 ± 0.00", "2"]
+    assert table_row(md, "| c, s, m | 5 |") == ["c, s, m", "5", "0.80", "0.10", "0.00", "1"]
+    assert "[" not in md.split("| discrete blocks")[1].split("![")[0]  # no paper values to show
+    assert_png(folder / "figure5.png")
 
 
 def imgtxt_run(folder, size, seed, shape_acc, color_r2):

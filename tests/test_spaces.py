@@ -104,3 +104,50 @@ def test_permuted_content_replaces_content_in_both_views():
     z1, z2 = space.views(blocks, blocks["c"][perm])
     torch.testing.assert_close(z1[:, :3], blocks["c"][perm])
     torch.testing.assert_close(z2[:, :3], blocks["c"][perm])
+
+
+def test_discrete_levels_are_standardised():
+    for k in (2, 3, 5, 10):
+        levels = spaces.discrete_levels(k, scale=2.0).double()
+        assert len(levels) == k and torch.all(levels[1:] > levels[:-1])
+        assert abs(levels.mean().item()) < 1e-6
+        assert abs(levels.pow(2).mean().sqrt().item() - 2.0) < 1e-5
+
+
+@pytest.mark.parametrize("block", ["c", "s", "m"])
+def test_discrete_block_takes_k_uniform_values(block):
+    space = make_space(discrete={block: 4}, style_change_prob=0.75)
+    blocks = space.sample(40000, torch.Generator().manual_seed(3))
+    names = {"c": ("c",), "s": ("s", "s~"), "m": ("m1", "m2")}[block]
+    levels = spaces.discrete_levels(4)
+    for name in names:
+        values = blocks[name]
+        assert torch.isin(values, levels).all()
+        freq = (values[:, :, None] == levels).double().mean((0, 1))  # each value ~1/4 of the time
+        assert torch.all((freq - 0.25).abs() < 0.01)
+    for name in {"c", "s", "m1", "m2"} - set(names):  # the others stay Gaussian
+        assert blocks[name].unique().numel() > 1000
+    z1, z2 = space.views(blocks)
+    torch.testing.assert_close(z1[:, :3], z2[:, :3])
+
+
+def test_discrete_style_changes_by_redrawing():
+    space = make_space(discrete={"s": 3}, style_change_prob=0.75)
+    blocks = space.sample(60000, torch.Generator().manual_seed(4))
+    # A redrawn value equals the old one 1/3 of the time: 0.75 * 2/3 of entries differ.
+    changed = (blocks["s"] != blocks["s~"]).double().mean().item()
+    assert abs(changed - 0.5) < 0.01
+    # s and s~ are each uniform and correlated only through the kept entries.
+    assert abs(torch.corrcoef(torch.stack((blocks["s"][:, 0], blocks["s~"][:, 0])))[0, 1] - 0.25) < 0.02
+
+
+def test_continuous_sampling_is_unchanged_by_the_discrete_option():
+    a = make_space().sample(50, torch.Generator().manual_seed(5))
+    b = make_space(discrete={"c": 0, "s": 0, "m": 0}).sample(50, torch.Generator().manual_seed(5))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_discrete_style_refuses_content_dependent_shift():
+    with pytest.raises(ValueError, match="continuous"):
+        make_space(content_dependent_style=True, discrete={"s": 3})
