@@ -240,7 +240,7 @@ def test_unfinished_training_is_redone(tmp_path, fake):
 def test_interrupted_training_with_checkpoint_is_resumed(tmp_path, fake, capsys):
     folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
     folder.mkdir(parents=True)
-    (folder / "args.json").write_text(json.dumps({"content_n": 2, "batch_size": 512}))
+    (folder / "args.json").write_text(json.dumps({"content_n": 2, "batch_size": 256}))
     (folder / experiments.CHECKPOINT).write_text("state at step 3000")
     run(tmp_path, "table4", "--seeds", "1", "--dry-run")
     assert "--resume" in capsys.readouterr().out
@@ -253,7 +253,7 @@ def test_interrupted_training_with_checkpoint_is_resumed(tmp_path, fake, capsys)
     folder.mkdir(parents=True)
     (folder / "args.json").write_text(json.dumps({"batch_size": 6144}))
     (folder / experiments.CHECKPOINT).write_text("")
-    with pytest.raises(UserError, match="--batch-size 6144 \\(here 512\\)"):
+    with pytest.raises(UserError, match="--batch-size 6144 \\(here 256\\)"):
         run(tmp_path, "table1", "--seeds", "1")
 
 
@@ -307,7 +307,7 @@ def test_same_value():
 def test_reuse_with_other_settings_is_refused(tmp_path, fake):
     run(tmp_path, "table1", "--seeds", "1")
     with pytest.raises(UserError, match=r"trained with other settings: --content-n 2 \(here 5\).*"
-                                        r"--batch-size 512 \(here 6144\).*and 9 more folders"):
+                                        r"--batch-size 256 \(here 6144\).*and 9 more folders"):
         run(tmp_path, "table1", "--seeds", "1", "--scale", "paper")
 
 
