@@ -219,6 +219,9 @@ def sim_report(experiment, runs, notes):
     columns = SIM_COLUMNS[experiment]
     paper = PAPER[experiment]
     found = sorted({k for k, _ in values} - set(SIM_ROWS))
+    if discrete:  # c, s, m alone, then combinations
+        order = [b for b, _ in DISCRETE_KEYS]
+        found.sort(key=lambda key: (len(key), [order.index(b) for b, _ in key]))
     keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))
     rows = []

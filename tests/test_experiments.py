@@ -120,7 +120,7 @@ def test_scales():
     assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
                                   "--batch-size", "--train-steps", "--log-steps", "--lr")} == {
         "--content-n": "2", "--style-n": "2", "--modality-n": "2", "--encoding-size": "2",
-        "--batch-size": "256", "--train-steps": "2001", "--log-steps": "500", "--lr": "0.001"}
+        "--batch-size": "256", "--train-steps": "2001", "--log-steps": "500", "--lr": "0.0003"}
     paper = flag_dict(experiments.render(next(experiments.simulation_runs("table1", "r", "paper", [0])).train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
         "6144", "300001", "0.0001", "5")
