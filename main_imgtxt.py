@@ -30,8 +30,8 @@ from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenize
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import symmetric_infonce
 from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   evaluation_seed, infinite_iterator, load_into, new_model_id, read_json, run_cli,
-                   set_seed, should_log)
+                   evaluation_seed, infinite_iterator, load_into, new_model_id, read_json,
+                   refuse_existing_model, run_cli, set_seed, should_log)
 
 CLIP_NORM = 2.0
 CHECKPOINT = "checkpoint.pt"  # encoders, optimiser and step, for --resume
@@ -141,9 +141,8 @@ def train(args, device, info=DistInfo()):
         args.seed = broadcast_object(draw_seed(), info)
     seed = args.seed
     save_dir = os.path.join(args.model_dir, args.model_id)
-    if not args.resume and os.path.exists(os.path.join(save_dir, "args.json")):
-        raise UserError(f"model folder {save_dir} already holds a model; choose another "
-                        "--model-id, add --resume to continue it, or --evaluate")
+    if not args.resume:
+        refuse_existing_model(save_dir)
     barrier(info)  # every rank has checked the folder before rank 0 fills it
     set_seed(seed)
     if device.type == "cuda":

@@ -26,7 +26,8 @@ from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, symmetric_lp_loss
 from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   evaluation_seed, load_into, new_model_id, read_json, run_cli, set_seed, should_log)
+                   evaluation_seed, load_into, new_model_id, read_json, refuse_existing_model, run_cli,
+                   set_seed, should_log)
 
 EVAL_BATCH = 4096
 CHECKPOINT = "checkpoint.pt"  # encoders, optimiser, step and random streams, for --resume
@@ -96,14 +97,18 @@ def check_args(args):
     check_discrete(args)
 
 
+def flag_of(key):
+    return "--" + key.replace("_", "-")
+
+
 def check_discrete(args):
-    discrete = [f"--{key.replace('_', '-')}" for key in DISCRETE_FLAGS.values() if getattr(args, key)]
-    for flag in discrete:
-        k = getattr(args, flag[2:].replace("-", "_"))
-        if k < 2:
-            raise UserError(f"{flag} must be 0 (Gaussian) or a number of values >= 2, got {k}")
+    discrete = [key for key in DISCRETE_FLAGS.values() if getattr(args, key)]
+    for key in discrete:
+        if getattr(args, key) < 2:
+            raise UserError(f"{flag_of(key)} must be 0 (Gaussian) or a number of values >= 2, "
+                            f"got {getattr(args, key)}")
     if discrete and args.statistical_dependence:
-        raise UserError(f"{discrete[0]} cannot be combined with --statistical-dependence, "
+        raise UserError(f"{flag_of(discrete[0])} cannot be combined with --statistical-dependence, "
                         "whose Wishart covariances are defined for Gaussian blocks only")
     if args.discrete_style and args.content_dependent_style:
         raise UserError("--discrete-style cannot be combined with --content-dependent-style: "
@@ -199,9 +204,7 @@ def start_model_folder(args, save_dir, info):
             if key not in ("resume", "no_cuda"):
                 setattr(args, key, value)
         return
-    if os.path.exists(args_path):
-        raise UserError(f"model folder {save_dir} already holds a model; choose another "
-                        "--model-id, add --resume to continue it, or --evaluate")
+    refuse_existing_model(save_dir)
     if args.batch_size % info.world_size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
                         f"{info.world_size} processes")
@@ -296,7 +299,7 @@ def load_for_evaluation(args):
                 setattr(args, key, saved[key])
     for key in DISCRETE_FLAGS.values():
         if saved.get(key, 0) != getattr(args, key):
-            raise UserError(f"{save_dir} was trained with --{key.replace('_', '-')} {saved.get(key, 0)}, "
+            raise UserError(f"{save_dir} was trained with {flag_of(key)} {saved.get(key, 0)}, "
                             f"not {getattr(args, key)}; add --load-args")
     train_seed = saved.get("seed")
     if train_seed is None:

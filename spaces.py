@@ -70,10 +70,10 @@ class LatentSpace:
                       for name in BLOCKS if f"Sigma_{name}" in self.params}
         self._B = self.params["B"].float().to(self.device) if "B" in self.params else None
         self._a = self.params["a"].float().to(self.device) if "a" in self.params else None
-        self.discrete = {b: k for b, k in (discrete or {}).items() if k}
-        if self.discrete.get("s") and self._B is not None:
+        self._levels = {b: discrete_levels(k, m_param).to(self.device)
+                        for b, k in (discrete or {}).items() if k}
+        if "s" in self._levels and self._B is not None:
             raise ValueError("content-dependent style would make a discrete style block continuous")
-        self._levels = {b: discrete_levels(k, m_param).to(self.device) for b, k in self.discrete.items()}
 
     @property
     def view_dim(self):

@@ -47,6 +47,13 @@ def evaluation_seed(seed, train_seed):
     return seed
 
 
+def refuse_existing_model(save_dir):
+    """Training never overwrites a model: its args.json marks the folder as taken."""
+    if os.path.exists(os.path.join(save_dir, "args.json")):
+        raise UserError(f"model folder {save_dir} already holds a model; choose another "
+                        "--model-id, add --resume to continue it, or --evaluate")
+
+
 def set_seed(seed):
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
