@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import probes
+import schedule
 import spaces
 from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
                          gather_with_grad, init_distributed, local_slice, mean_over_ranks, wrap_ddp)
@@ -77,6 +78,7 @@ def build_parser():
     p.add_argument("--load-args", action="store_true")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted training run from its last checkpoint")
+    schedule.add_arguments(p)
     return p
 
 
@@ -95,6 +97,7 @@ def check_args(args):
         if not value > 0:
             raise UserError(f"{flag} must be positive, got {value}")
     check_discrete(args)
+    schedule.check_arguments(args)
 
 
 def flag_of(key):
@@ -257,7 +260,7 @@ def train(args, device, info=DistInfo()):
             atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
 
     params = list({id(p): p for p in [*net.g1.parameters(), *net.g2.parameters()]}.values())
-    optimizer = torch.optim.Adam(params, lr=args.lr)
+    optimizer = schedule.build_optimizer(params, args)
     loss_fn = LpSimCLRLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
@@ -269,6 +272,7 @@ def train(args, device, info=DistInfo()):
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                initial=first - 1, total=args.train_steps, disable=not info.is_main)
     for step in bar:
+        schedule.set_lr(optimizer, step, args)
         loss = train_step(space, ddp_net, loss_fn, optimizer, params, args.batch_size, gen, info)
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step

@@ -1,0 +1,65 @@
+"""How a model is optimised: Adam, its learning-rate schedule, and the flags that set them.
+
+The defaults are the published recipe (Adam at a constant learning rate). The
+options only change the optimisation, never the model or the loss:
+    --lr-schedule cosine   decay to 0 at --train-steps by a half cosine
+    --warmup-steps N       rise linearly from lr / N to lr over the first N steps
+    --adam-beta2 B         Adam's second-moment decay (default 0.999, torch's)
+The learning rate is a pure function of the step, so --resume needs no
+scheduler state and continues on the same curve.
+"""
+import math
+
+import torch
+
+from utils import UserError
+
+SCHEDULES = ("constant", "cosine")
+# Flags of this module, for the entry points' --resume and report code.
+ARG_NAMES = ("lr_schedule", "warmup_steps", "adam_beta2")
+
+
+def add_arguments(parser):
+    parser.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
+                        help="learning rate over the run: constant (the published recipe) or a "
+                             "half-cosine decay to 0 at the last step")
+    parser.add_argument("--warmup-steps", type=int, default=0,
+                        help="raise the learning rate linearly over this many first steps (default 0)")
+    parser.add_argument("--adam-beta2", type=float, default=0.999,
+                        help="Adam's second-moment decay rate (default 0.999)")
+
+
+def check_arguments(args):
+    if args.warmup_steps < 0:
+        raise UserError(f"--warmup-steps must be at least 0, got {args.warmup_steps}")
+    if args.warmup_steps >= args.train_steps and args.lr_schedule == "cosine":
+        raise UserError(f"--warmup-steps {args.warmup_steps} leaves no steps for the cosine decay "
+                        f"of --train-steps {args.train_steps}")
+    if not 0.0 <= args.adam_beta2 < 1.0:
+        raise UserError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
+
+
+def lr_at(step, lr, schedule="constant", warmup_steps=0, train_steps=1):
+    """The learning rate of step `step` (1-based, as the training loops count)."""
+    if step <= warmup_steps:
+        return lr * step / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = (step - warmup_steps) / max(1, train_steps - warmup_steps)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(params, args):
+    return torch.optim.Adam(params, lr=args.lr, betas=(0.9, args.adam_beta2))
+
+
+def set_lr(optimizer, step, args):
+    """Put step's learning rate into every parameter group (a no-op for the published recipe)."""
+    if args.lr_schedule == "constant" and step > args.warmup_steps:
+        lr = args.lr
+    else:
+        lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, args.train_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
