@@ -269,6 +269,8 @@ class Multimodal3DIdent(torch.utils.data.Dataset):
         sequence_length: token slots per sentence, `{eos}` included; default
             this split's longest sentence + 1. Pass the training split's value
             to the val and test splits.
+        max_sequence_length: the default length is capped at this (longer
+            sentences are cut, counted in `num_truncated`).
     """
 
     FACTORS = {
@@ -302,7 +304,7 @@ class Multimodal3DIdent(torch.utils.data.Dataset):
     }
 
     def __init__(self, data_dir, mode="train", transform=None, has_labels=True, vocab=None,
-                 sequence_length=None):
+                 sequence_length=None, max_sequence_length=None):
         self.data_dir, self.mode = data_dir, mode
         self.transform = transform if transform is not None else default_transform()
         self.has_labels = has_labels
@@ -326,6 +328,8 @@ class Multimodal3DIdent(torch.utils.data.Dataset):
         self.vocab = self._resolve_vocab(vocab, token_lists)
         self.vocab_size = len(self.vocab)
         natural = sequence_length_of(token_lists)
+        if max_sequence_length is not None:  # one runaway caption must not size every batch
+            natural = min(natural, int(max_sequence_length))
         self.sequence_length = int(sequence_length) if sequence_length is not None else natural
         if self.sequence_length < 1:
             raise ValueError(f"sequence_length must be positive, got {sequence_length}")

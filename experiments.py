@@ -19,6 +19,8 @@ figure8 evaluates copies of table1's multimodal models, training them in
 <out>/table1/ first where they are missing (table1 then reuses them).
 """
 import argparse
+import ctypes
+import ctypes.util
 import os
 import shlex
 import shutil
@@ -31,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from utils import UserError, atomic_write_json, read_json, run_cli
+from utils import FolderLock, UserError, atomic_write_json, read_json, run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = {
@@ -365,7 +367,8 @@ def run_command(cmd, log_path, env=None):
         with _LIVE_LOCK:  # under the lock, so that stop_children() sees every child
             if _STOP.is_set():
                 return -signal.SIGTERM
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=_die_with_parent)
             _LIVE.add(proc)
         try:
             return proc.wait()
@@ -402,7 +405,7 @@ def copy_model(source, dest):
     partial = dest + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial, ignore=shutil.ignore_patterns(
-        "results.csv", "evaluate.log", CHECKPOINT, "*.tmp"))  # the checkpoint only serves --resume
+        "results.csv", "evaluate.log", "evaluation.json", CHECKPOINT, "*.tmp", ".lock"))  # the checkpoint only serves --resume
     atomic_write_json(os.path.join(partial, TRAINED), {"copied_from": source, "time": time.ctime()})
     os.rename(partial, dest)
 
@@ -488,55 +491,28 @@ def run_jobs(jobs, n_jobs):
 @contextmanager
 def out_lock(out):
     """One runner per output folder: resuming deletes unfinished model folders,
-    which must not be another runner's trainings in progress."""
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, LOCK)
+    which must not be another runner's trainings in progress. (The entry points
+    lock each model folder too, so even a runner killed with -9 whose child
+    still trains cannot get a second writer into that folder.)"""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} exists and is not a folder")
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        with open(path) as f:
-            pid = int(f.read().strip() or 0)
-        if pid and pid != os.getpid() and pid_alive(pid):
-            raise UserError(f"another experiments.py (pid {pid}) is running on {out}") from None
-        os.remove(path)  # stale: its runner died
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+        with FolderLock(out, what="output folder", name=LOCK):
+            yield
+    except UserError as err:
+        if "in use by another" in str(err):
+            raise UserError(f"another experiments.py is running on {out}") from None
+        raise
+
+
+def _die_with_parent():
+    """In the child, before exec: get SIGTERM when the runner dies, even by kill -9 (Linux)."""
     try:
-        yield
-    finally:
-        os.remove(path)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the model-folder locks still prevent two writers
 
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def generate_data(step):
-    """Generate into <folder>.partial and rename it when complete: a folder that
-    exists is a complete data set."""
-    partial, log = step.folder + ".partial", step.folder + ".log"
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted generation
-    os.makedirs(os.path.dirname(step.folder), exist_ok=True)
-    say(f"generate {step.folder}")
-    rc = run_command(step.cmd, log, env=child_env(1))
-    if rc != 0:
-        raise UserError(f"generating {step.folder} failed with exit code {rc}: {last_line(log)!r} "
-                        f"(log: {log})")
-    os.rename(partial, step.folder)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C
-
-
-# ------------------------------------------------------------------- CLI ---
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one-line errors, exit 2, like the entry points

@@ -197,6 +197,7 @@ def _render_task(task):
     for i, im in enumerate(imgs):
         name = os.path.join(images_dir, f"{start + i:0{width}d}.png")
         Image.fromarray(im).save(name, format="PNG", compress_level=png_level)
+    open(os.path.join(os.path.dirname(images_dir), "done", str(start)), "w").close()
     return len(imgs)
 
 
@@ -207,21 +208,26 @@ def _render_columns(img_df):
 
 def write_split(out, split, img_df, txt_df, captions, image_size, supersample,
                 png_level, pool=None, progress=True):
-    """Write one split into OUT/.<split>.partial, then rename it to OUT/<split>."""
+    """Write one split into OUT/.<split>.partial, then rename it to OUT/<split>.
+
+    Each block of TASK_SIZE images leaves a marker in .<split>.partial/done/ once
+    written, so an interrupted split continues where it stopped (the latents are
+    drawn from the seed, so a rerun renders the very same images)."""
     from tqdm import tqdm
     final = os.path.join(out, split)
+    if os.path.isdir(final):  # finished by an earlier, interrupted run
+        return
     tmp = os.path.join(out, f".{split}.partial")
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(os.path.join(tmp, "images"))
-    os.makedirs(os.path.join(tmp, "text"))
+    for sub in ("images", "text", "done"):
+        os.makedirs(os.path.join(tmp, sub), exist_ok=True)
     n = len(img_df)
     width = index_width(n)
     lat = _render_columns(img_df)
+    done = set(os.listdir(os.path.join(tmp, "done")))
     tasks = [(os.path.join(tmp, "images"), s, width, lat[s:s + TASK_SIZE], image_size,
-              supersample, png_level) for s in range(0, n, TASK_SIZE)]
-    with tqdm(total=n, desc=f"{split:5s}", unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
+              supersample, png_level) for s in range(0, n, TASK_SIZE) if str(s) not in done]
+    with tqdm(total=n, initial=n - sum(len(t[3]) for t in tasks), desc=f"{split:5s}", unit="img",
+              disable=not progress, dynamic_ncols=True) as bar:
         results = pool.imap(_render_task, tasks) if pool is not None else map(_render_task, tasks)
         for done in results:
             bar.update(done)
@@ -229,6 +235,7 @@ def write_split(out, split, img_df, txt_df, captions, image_size, supersample,
                        "".join(c + "\n" for c in captions))
     _atomic_write_csv(os.path.join(tmp, "latents_image.csv"), img_df)
     _atomic_write_csv(os.path.join(tmp, "latents_text.csv"), txt_df)
+    shutil.rmtree(os.path.join(tmp, "done"))
     os.replace(tmp, final)
 
 
@@ -330,6 +337,69 @@ def _validate(parser, args):
                          "(pass --overwrite to replace its splits)")
 
 
+PROGRESS = "generation.json"  # in OUT.partial: the settings of the generation under way
+
+
+def generator_settings(args):
+    return {k: v for k, v in vars(args).items()
+            if k in ("seed", "n_train", "n_val", "n_test", "image_size", "supersample",
+                     "position_dependent_color", "png_compress_level")}
+
+
+def prepare_work_folder(out, args):
+    """OUT.partial, beside OUT: the data set is built there and swapped in when complete,
+    so neither Ctrl-C nor a kill ever leaves OUT half-written or its old data deleted.
+    A partial folder of the same settings is continued; one of other settings restarts."""
+    work = out + ".partial"
+    progress = os.path.join(work, PROGRESS)
+    if os.path.isdir(work):
+        try:
+            with open(progress) as f:
+                same = json.load(f) == generator_settings(args)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            print(f"continuing the interrupted generation in {work}")
+            return work
+        shutil.rmtree(work)
+    os.makedirs(work)
+    _atomic_write_text(progress, json.dumps(generator_settings(args), indent=2) + "\n")
+    return work
+
+
+def swap_into_place(work, out):
+    """Replace OUT's data by WORK's; files of OUT that the generator does not write stay."""
+    if not os.path.isdir(out):
+        os.rename(work, out)
+        return
+    old = out + ".old"
+    if os.path.exists(old):
+        shutil.rmtree(old)
+    os.rename(out, old)
+    os.rename(work, out)
+    _finish_swap(old, out)
+
+
+def recover_interrupted_swap(out):
+    """A kill between the two renames of swap_into_place leaves OUT.old and no OUT:
+    finish the swap if the new data set is complete, else put the old one back."""
+    old, work = out + ".old", out + ".partial"
+    if os.path.exists(out) or not os.path.isdir(old):
+        return
+    complete = os.path.isfile(os.path.join(work, "generator_args.json")) and \
+        not os.path.exists(os.path.join(work, PROGRESS))
+    os.rename(work if complete else old, out)
+    if complete:
+        _finish_swap(old, out)
+
+
+def _finish_swap(old, out):
+    for name in os.listdir(old):
+        if name not in KNOWN_OUTPUTS and not name.endswith(".partial"):
+            os.rename(os.path.join(old, name), os.path.join(out, name))
+    shutil.rmtree(old)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -343,13 +413,9 @@ def main(argv=None):
     if args.outdir is None:
         return 0
 
-    out = args.outdir
-    os.makedirs(out, exist_ok=True)
-    if args.overwrite:
-        for name in os.listdir(out):
-            if name in KNOWN_OUTPUTS or (name.startswith(".") and name.endswith(".partial")):
-                path = os.path.join(out, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    out = os.path.normpath(args.outdir)
+    recover_interrupted_swap(out)
+    work = prepare_work_folder(out, args)
     sizes = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
     total = sum(sizes.values())
     n_tasks = max(math.ceil(n / TASK_SIZE) for n in sizes.values())
@@ -361,7 +427,7 @@ def main(argv=None):
         for i, split in enumerate(SPLITS):
             img_df, txt_df, caps = sample_latents(sizes[split], args.seed, i,
                                                   args.position_dependent_color)
-            write_split(out, split, img_df, txt_df, caps, args.image_size, args.supersample,
+            write_split(work, split, img_df, txt_df, caps, args.image_size, args.supersample,
                         args.png_compress_level, pool=pool, progress=not args.quiet)
     except BaseException:
         if pool is not None:
@@ -370,13 +436,12 @@ def main(argv=None):
     if pool is not None:
         pool.close()
         pool.join()
-    meta = {k: v for k, v in vars(args).items()
-            if k in ("seed", "n_train", "n_val", "n_test", "image_size", "supersample",
-                     "position_dependent_color", "png_compress_level")}
+    meta = generator_settings(args)
     meta["generator"] = "generate_m3di.py (ray-cast analytic solids, renderer.py)"
     meta["shape_names"] = SHAPE_NAMES
-    _atomic_write_text(os.path.join(out, "generator_args.json"),
-                       json.dumps(meta, indent=2) + "\n")
+    _atomic_write_text(os.path.join(work, "generator_args.json"), json.dumps(meta, indent=2) + "\n")
+    os.remove(os.path.join(work, PROGRESS))
+    swap_into_place(work, out)
     if not args.quiet:
         dt = time.time() - t_start
         print(f"wrote {total} pairs to {out} in {dt:.1f} s ({total / dt:.0f} img/s, "
@@ -385,4 +450,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils import run_cli
+    sys.exit(run_cli(main) or 0)

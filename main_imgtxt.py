@@ -13,6 +13,7 @@ import math
 import os
 import time
 import warnings
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,17 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import probes
+import schedule
 from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
                          gather_with_grad, init_distributed, sync_batchnorm, wrap_ddp)
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import symmetric_infonce
-from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   evaluation_seed, infinite_iterator, load_into, new_model_id, read_json,
-                   refuse_existing_model, run_cli, set_seed, should_log)
+from utils import (FolderLock, UserError, all_finite, atomic_torch_save, atomic_write_csv,
+                   atomic_write_json, check_finite, check_model_id, check_writable, draw_seed,
+                   evaluation_seed, first_line, given_flags, infinite_iterator, load_into,
+                   new_model_id, read_saved_args, refuse_existing_model, resume_settings, run_cli,
+                   set_seed, should_log, state_dict_mismatch)
 
 CLIP_NORM = 2.0
 CHECKPOINT = "checkpoint.pt"  # encoders, optimiser and step, for --resume
@@ -42,6 +46,10 @@ RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
 # model's own: they come from the model folder.)
 LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder")
 MODALITIES = ("image", "text")
+SPLITS = ("train", "val", "test")
+# --resume: flags taken from the command line, and flags that may change (a longer run).
+RESUME_OWN = ("resume", "datapath", "workers", "no_cuda", "model_dir", "model_id")
+RESUME_HONOURED = ("train_steps", "log_steps", "checkpoint_steps", "save_all_checkpoints")
 
 
 def build_parser():
@@ -68,7 +76,12 @@ def build_parser():
                         + ") from its args.json")
     p.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="conv")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted training run from its last checkpoint")
+                   help="continue an interrupted training run from its last checkpoint "
+                        "(--train-steps may extend it; other settings are the run's own)")
+    p.add_argument("--max-sequence-length", type=int, default=128,
+                   help="token slots per caption at most, {eos} included (default 128; the "
+                        "published captions need at most 32); longer captions are cut")
+    schedule.add_arguments(p)
     return p
 
 
@@ -80,13 +93,23 @@ def check_args(args):
             raise UserError(f"{flag} must be at least 1, got {value}")
     if args.workers < 0:
         raise UserError(f"--workers must be at least 0, got {args.workers}")
+    if args.max_sequence_length < 2:
+        raise UserError(f"--max-sequence-length must be at least 2, got {args.max_sequence_length}")
     for flag, value in (("--tau", args.tau), ("--lr", args.lr)):
-        if not (value > 0 and math.isfinite(value)):
-            raise UserError(f"{flag} must be positive, got {value}")
-    if args.model_id is not None and args.model_id.strip() in ("", ".", ".."):
-        raise UserError(f"--model-id must name a folder, got {args.model_id!r}")
+        check_finite(flag, value)
+    check_model_id(args.model_id)
+    schedule.check_arguments(args)
     if not os.path.isdir(args.datapath):
         raise UserError(f"data folder not found: {args.datapath}")
+
+
+def check_complete_data(datapath):
+    """A data folder with every split: a half-written one (a killed generation) is refused."""
+    missing = [s for s in SPLITS if not os.path.isdir(os.path.join(datapath, s))]
+    if missing:
+        raise UserError(f"data folder {datapath} has no {', '.join(m + '/' for m in missing)} "
+                        f"(a Multimodal3DIdent folder holds train/, val/ and test/; an interrupted "
+                        f"generate_m3di.py leaves an incomplete folder)")
 
 
 def loader(dataset, args, device, train, seed=0, info=DistInfo()):
@@ -105,8 +128,12 @@ def loader(dataset, args, device, train, seed=0, info=DistInfo()):
 
 
 def build_encoders(args, vocab_size, sequence_length, device):
-    enc_img = image_encoder(args.hidden_size, args.encoding_size).to(device)
-    enc_txt = text_encoder(args.text_encoder, vocab_size, args.encoding_size, sequence_length).to(device)
+    try:
+        enc_img = image_encoder(args.hidden_size, args.encoding_size).to(device)
+        enc_txt = text_encoder(args.text_encoder, vocab_size, args.encoding_size, sequence_length).to(device)
+    except (MemoryError, RuntimeError) as err:  # e.g. --encoding-size 1000000000
+        raise UserError(f"the encoders do not fit in memory with --hidden-size {args.hidden_size}, "
+                        f"--encoding-size {args.encoding_size}: {first_line(err)}") from None
     return enc_img, enc_txt
 
 
@@ -119,38 +146,40 @@ def print_args(args, title="Arguments:"):
 # ---------------------------------------------------------------------------
 # Training
 
-def restore_run(args):
-    """With --resume, the interrupted run's settings (the data path may have moved)."""
+def restore_run(args, save_dir, given):
+    """With --resume, the interrupted run's settings (its folder and data path are
+    the ones given now: either may have moved)."""
     if args.model_id is None:
         raise UserError("--resume needs the --model-id of the interrupted run")
-    save_dir = os.path.join(args.model_dir, args.model_id)
     if not os.path.isfile(os.path.join(save_dir, CHECKPOINT)):
         raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
-    saved = read_json(os.path.join(save_dir, "args.json"), what="args.json")
-    for key, value in saved.items():
-        if key not in ("resume", "datapath", "workers", "no_cuda"):
-            setattr(args, key, value)
+    path = os.path.join(save_dir, "args.json")
+    resume_settings(args, read_saved_args(path, build_parser()), given, RESUME_OWN, RESUME_HONOURED, path)
 
 
-def train(args, device, info=DistInfo()):
-    if args.resume:
-        restore_run(args)
+def train(args, device, info=DistInfo(), given=()):
     if args.model_id is None:
         args.model_id = broadcast_object(new_model_id(), info)
-    if args.seed is None:
-        args.seed = broadcast_object(draw_seed(), info)
-    seed = args.seed
     save_dir = os.path.join(args.model_dir, args.model_id)
-    if not args.resume:
-        refuse_existing_model(save_dir)
-    barrier(info)  # every rank has checked the folder before rank 0 fills it
-    set_seed(seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
+    with FolderLock(save_dir) if info.is_main else nullcontext():
+        if args.resume:
+            restore_run(args, save_dir, given)
+        else:
+            refuse_existing_model(save_dir, CHECKPOINT)
+        if args.seed is None:
+            args.seed = broadcast_object(draw_seed(), info)
+        barrier(info)  # every rank has checked the folder before rank 0 fills it
+        return run_training(args, device, info, save_dir)
 
+
+def training_data(args, save_dir, info):
+    check_complete_data(args.datapath)
     data_vocab = os.path.join(save_dir if args.resume else args.datapath, "vocab.json")
     vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
-    dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab)
+    # The sequence length is fixed by the first run (args.json) so that --resume keeps the model's shape.
+    length = args.sequence_length if args.resume and "sequence_length" in vars(args) else None
+    dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab, sequence_length=length,
+                                max_sequence_length=args.max_sequence_length)
     if len(dataset) < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} exceeds the {len(dataset)} training "
                         f"samples in {dataset.paths['root']}")
@@ -160,27 +189,43 @@ def train(args, device, info=DistInfo()):
     if args.batch_size % info.world_size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
                         f"{info.world_size} processes")
-    args.sequence_length, args.vocab_size = dataset.sequence_length, dataset.vocab_size
+    return dataset, data_vocab, vocab
 
-    if info.is_main and not args.resume:
-        os.makedirs(save_dir, exist_ok=True)
-        dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
+
+def run_training(args, device, info, save_dir):
+    seed = args.seed
+    set_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
+    dataset, data_vocab, vocab = training_data(args, save_dir, info)
+    args.sequence_length, args.vocab_size = dataset.sequence_length, dataset.vocab_size
+    args.image_size = list(dataset.image_size)
+
+    enc_img, enc_txt = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
+    if info.is_main:
+        if not args.resume:
+            dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
         atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
         report_training_setup(args, dataset, save_dir, data_vocab, vocab, device)
 
-    enc_img, enc_txt = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
     enc_img, enc_txt = (sync_batchnorm(e, info, device) for e in (enc_img, enc_txt))
     params = list(enc_img.parameters()) + list(enc_txt.parameters())
-    optimizer = torch.optim.Adam(params, lr=args.lr)
+    optimizer = schedule.build_optimizer(params, args)
     ddp_img, ddp_txt = wrap_ddp(enc_img, info, device), wrap_ddp(enc_txt, info, device)
     sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
     first = load_checkpoint(save_dir, enc_img, enc_txt, optimizer) + 1 if args.resume else 1
+    if first > args.train_steps:
+        raise UserError(f"{save_dir} is already trained to step {first - 1}; pass a larger "
+                        f"--train-steps with --resume to train it further")
     batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
                                 start_batch=first - 1)
     enc_img.train()
     enc_txt.train()
 
     def save(step):
+        if not all_finite((enc_img, enc_txt)):
+            raise UserError(f"training diverged by step {step} (non-finite weights; try a lower "
+                            f"--lr); the last good checkpoint in {save_dir} is kept")
         states = {"encoder_img": enc_img.state_dict(), "encoder_txt": enc_txt.state_dict()}
         for name, state in states.items():
             atomic_torch_save(state, os.path.join(save_dir, f"{name}.pt"))
@@ -197,6 +242,7 @@ def train(args, device, info=DistInfo()):
         batch = next(batches)
         images = batch["image"].to(device, non_blocking=True)
         texts = batch["text"].to(device, non_blocking=True)
+        schedule.set_lr(optimizer, step, args)
         # Every rank scores the whole global batch: all negatives of a one-process run.
         hz_img = gather_with_grad(ddp_img(images), info)
         hz_txt = gather_with_grad(ddp_txt(texts), info)
@@ -239,7 +285,7 @@ def load_checkpoint(save_dir, enc_img, enc_txt, optimizer):
         enc_txt.load_state_dict(state["encoder_txt"])
         optimizer.load_state_dict(state["optimizer"])
     except Exception as err:
-        raise UserError(f"cannot resume from {path}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot resume from {path}: {state_dict_mismatch(err)}") from None
     return state["step"]
 
 
@@ -251,6 +297,9 @@ def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
     if dataset.num_unknown:
         print(f"Note: {dataset.num_unknown} training tokens are missing from {data_vocab} and map "
               f"to {{unk}}")
+    if dataset.num_truncated:
+        print(f"Note: {dataset.num_truncated} training captions are longer than "
+              f"--max-sequence-length {args.max_sequence_length} and were cut")
 
 
 # ---------------------------------------------------------------------------
@@ -311,9 +360,8 @@ def evaluate(args, device):
     save_dir = os.path.join(args.model_dir, args.model_id)
     if not os.path.isdir(save_dir):
         raise UserError(f"model folder not found: {save_dir}")
-    saved = read_json(os.path.join(save_dir, "args.json"), what="args.json")
-    if not isinstance(saved, dict):
-        raise UserError(f"args.json in {save_dir} does not hold the model's arguments")
+    saved = read_saved_args(os.path.join(save_dir, "args.json"), build_parser())
+    check_writable(save_dir, "results.csv")
     if args.load_args:
         restored = {k: saved[k] for k in LOADED_ARGS if k in saved}
         for k, v in restored.items():
@@ -344,6 +392,11 @@ def evaluate(args, device):
         if ds.num_truncated or ds.num_unknown:
             print(f"{split}: {ds.num_truncated} sentences truncated to {sequence_length} tokens, "
                   f"{ds.num_unknown} unknown words mapped to {{unk}}")
+        trained_size = saved.get("image_size")
+        if trained_size is not None and list(ds.image_size) != list(trained_size):
+            raise UserError(f"{save_dir} was trained on {trained_size[0]}x{trained_size[1]} images, "
+                            f"but {ds.paths['root']} holds {ds.image_size[0]}x{ds.image_size[1]} "
+                            "images: evaluate on data of the training size")
         splits[split] = ds
 
     enc_img, enc_txt = build_encoders(args, len(vocab), sequence_length, device)
@@ -384,15 +437,19 @@ def evaluate(args, device):
                 rows.append([ix, m, name, "continuous", r2[name][0], r2[name][1], math.nan, math.nan])
 
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    print(results.to_string())  # before writing: a failed write (full disk) loses nothing
     path = os.path.join(save_dir, "results.csv")
-    atomic_write_csv(results, path)
-    print(results.to_string())
+    atomic_write_json(os.path.join(save_dir, "evaluation.json"),
+                      {**{k: v for k, v in vars(args).items() if k not in ("model_dir", "model_id")},
+                       "training_seed": train_seed, "val_loss": loss["val"], "test_loss": loss["test"]})
+    atomic_write_csv(results, path, index=True)
     print(f"Saved {path}")
     return results
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     check_args(args)
     # Data errors (datasets.DataError) are UserErrors, one line even when a
     # DataLoader worker raised them.
@@ -401,7 +458,7 @@ def main(argv=None):
         device = device_for(info, args.no_cuda)
         if args.evaluate:  # rank 0 alone: evaluation is cheap next to training
             return evaluate(args, device) if info.is_main else None
-        return train(args, device, info)
+        return train(args, device, info, given_flags(parser, argv))
     finally:
         cleanup(info)
 

@@ -10,6 +10,8 @@ encodings recover.
 """
 import argparse
 import os
+import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -26,9 +28,11 @@ from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_fo
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, symmetric_lp_loss
-from utils import (UserError, atomic_torch_save, atomic_write_csv, atomic_write_json, draw_seed,
-                   evaluation_seed, load_into, new_model_id, read_json, refuse_existing_model, run_cli,
-                   set_seed, should_log)
+from utils import (FolderLock, UserError, all_finite, atomic_torch_save, atomic_write_csv,
+                   atomic_write_json, check_finite, check_model_id, check_writable, draw_seed,
+                   evaluation_seed, first_line, given_flags, load_into, new_model_id, read_saved_args,
+                   refuse_existing_model, resume_settings, run_cli, set_seed, should_log,
+                   state_dict_mismatch)
 
 EVAL_BATCH = 4096
 CHECKPOINT = "checkpoint.pt"  # encoders, optimiser, step and random streams, for --resume
@@ -77,7 +81,11 @@ def build_parser():
     p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--load-args", action="store_true")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted training run from its last checkpoint")
+                   help="continue an interrupted training run from its last checkpoint "
+                        "(--train-steps may extend it; other settings are the run's own)")
+    p.add_argument("--cpu-generator", action="store_true",
+                   help="evaluating a folder of the published scripts without CUDA: state that its "
+                        "B and a were drawn on the CPU (it was trained without a GPU)")
     schedule.add_arguments(p)
     return p
 
@@ -94,8 +102,8 @@ def check_args(args):
     if not 0.0 <= args.style_change_prob <= 1.0:
         raise UserError(f"--style-change-prob must be in [0, 1], got {args.style_change_prob}")
     for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param), ("--lr", args.lr)):
-        if not value > 0:
-            raise UserError(f"{flag} must be positive, got {value}")
+        check_finite(flag, value)
+    check_model_id(args.model_id)
     check_discrete(args)
     schedule.check_arguments(args)
 
@@ -196,34 +204,39 @@ def quick_probe(space, net, loss_fn, generator, seed):
     return loss, r2
 
 
-def start_model_folder(args, save_dir, info):
+# Flags that --resume takes from the command line rather than from args.json.
+RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
+RESUME_HONOURED = ("train_steps", "log_steps")
+
+
+def start_model_folder(args, save_dir, info, given):
     """Write args.json, or with --resume take the run's settings from it."""
     args_path = os.path.join(save_dir, "args.json")
     if args.resume:
         if not os.path.exists(os.path.join(save_dir, CHECKPOINT)):
             raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
-        saved = read_json(args_path, "args.json")
-        for key, value in saved.items():
-            if key not in ("resume", "no_cuda"):
-                setattr(args, key, value)
+        saved = read_saved_args(args_path, build_parser())
+        resume_settings(args, saved, given, RESUME_OWN, RESUME_HONOURED, args_path)
+        check_args(args)
         return
-    refuse_existing_model(save_dir)
+    refuse_existing_model(save_dir, CHECKPOINT)
     if args.batch_size % info.world_size:
         raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
                         f"{info.world_size} processes")
-    barrier(info)  # every rank has checked the folder before rank 0 fills it
-    if info.is_main:
-        atomic_write_json(args_path, vars(args))
 
 
 def build_training(args, device):
     space = build_latent_space(args, args.seed, device)
     rng = np.random.default_rng(args.seed)
     dim = space.view_dim
-    f1 = construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
-    f2 = f1 if args.shared_mixing else construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
-    g1, g2 = build_encoders(args, dim)
-    return space, PairEncoder(f1, g1, f2, g2).to(device)
+    try:
+        f1 = construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
+        f2 = f1 if args.shared_mixing else construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
+        g1, g2 = build_encoders(args, dim)
+        return space, PairEncoder(f1, g1, f2, g2).to(device)
+    except (MemoryError, RuntimeError) as err:  # e.g. --encoding-size 1000000000
+        raise UserError(f"the networks for these sizes do not fit in memory (latent dimension {dim}, "
+                        f"--encoding-size {args.encoding_size}): {first_line(err)}") from None
 
 
 def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
@@ -245,20 +258,28 @@ def load_checkpoint(save_dir, net, optimizer, gen, probe_gen):
         gen.set_state(state["generator"])
         probe_gen.set_state(state["probe_generator"])
     except Exception as err:
-        raise UserError(f"cannot resume from {path}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot resume from {path}: {state_dict_mismatch(err)}") from None
     return state["step"]
 
 
-def train(args, device, info=DistInfo()):
+def train(args, device, info=DistInfo(), given=()):
     save_dir = os.path.join(args.model_dir, args.model_id)
-    start_model_folder(args, save_dir, info)
-    set_seed(args.seed)
-    space, net = build_training(args, device)
-    if info.is_main and not args.resume:
-        spaces.save_parameters(space.params, os.path.join(save_dir, spaces.PARAMS_FILE), atomic_torch_save)
-        for name in ("f1", "f2"):
-            atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
+    with FolderLock(save_dir) if info.is_main else nullcontext():
+        start_model_folder(args, save_dir, info, given)
+        barrier(info)  # every rank has checked the folder before rank 0 fills it
+        set_seed(args.seed)
+        space, net = build_training(args, device)
+        if info.is_main:
+            atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
+        if info.is_main and not args.resume:
+            spaces.save_parameters(space.params, os.path.join(save_dir, spaces.PARAMS_FILE),
+                                   atomic_torch_save)
+            for name in ("f1", "f2"):
+                atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
+        run_training(args, device, info, save_dir, space, net)
 
+
+def run_training(args, device, info, save_dir, space, net):
     params = list({id(p): p for p in [*net.g1.parameters(), *net.g2.parameters()]}.values())
     optimizer = schedule.build_optimizer(params, args)
     loss_fn = LpSimCLRLoss()
@@ -267,6 +288,9 @@ def train(args, device, info=DistInfo()):
     first = 1
     if args.resume:
         first = load_checkpoint(save_dir, net, optimizer, gen, probe_gen) + 1
+        if first > args.train_steps:
+            raise UserError(f"{save_dir} is already trained to step {first - 1}; pass a larger "
+                            f"--train-steps with --resume to train it further")
     ddp_net = wrap_ddp(net, info, device)
 
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
@@ -277,9 +301,9 @@ def train(args, device, info=DistInfo()):
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
             value = loss.item()
-            if not np.isfinite(value):
-                raise UserError(f"training loss became non-finite by step {step}; "
-                                f"the last good checkpoint in {save_dir} is kept")
+            if not np.isfinite(value) or (logging and not all_finite((net.g1, net.g2))):
+                raise UserError(f"training diverged by step {step} (non-finite loss or weights; "
+                                f"try a lower --lr); the last good checkpoint in {save_dir} is kept")
             bar.set_postfix(loss=f"{value:.4f}")
         if logging and info.is_main:
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
@@ -296,7 +320,7 @@ def load_for_evaluation(args):
     save_dir = os.path.join(args.model_dir, args.model_id)
     if not os.path.isdir(save_dir):
         raise UserError(f"model folder not found: {save_dir}")
-    saved = read_json(os.path.join(save_dir, "args.json"), "args.json")
+    saved = read_saved_args(os.path.join(save_dir, "args.json"), build_parser())
     if args.load_args:
         for key in LOADED_ARGS:
             if key in saved:
@@ -309,7 +333,7 @@ def load_for_evaluation(args):
     if train_seed is None:
         raise UserError(f"{save_dir}/args.json records no training seed")
     args.seed = evaluation_seed(args.seed, train_seed)
-    return save_dir, train_seed
+    return save_dir, saved
 
 
 def saved_latent_params(save_dir, args):
@@ -320,7 +344,7 @@ def saved_latent_params(save_dir, args):
     try:
         params = spaces.load_parameters(path)
     except Exception as err:
-        raise UserError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot read {path}: {first_line(err)}") from None
     wanted = {k: v for k, v in params.items()
               if (k.startswith("Sigma_") and args.statistical_dependence)
               or (k in ("B", "a") and args.content_dependent_style)}
@@ -330,6 +354,25 @@ def saved_latent_params(save_dir, args):
         raise UserError(f"{path} was saved for other settings than the ones given; "
                         "add --load-args to evaluate with the training settings")
     return wanted
+
+
+def published_latent_params(args, saved, save_dir):
+    """Rebuild a published folder's latent parameters with the published recipe.
+
+    The published scripts drew B and a on the training device, and a CUDA
+    generator gives other numbers than the CPU one, so a folder trained with
+    CUDA (args.json: no_cuda false) is rebuilt on CUDA, or refused without it."""
+    device = "cpu"
+    if args.content_dependent_style and not saved.get("no_cuda", False) and not args.cpu_generator:
+        if not torch.cuda.is_available():
+            raise UserError(f"{save_dir} comes from the published scripts, trained with CUDA: its B "
+                            "and a were drawn by a CUDA generator, which this machine lacks. Evaluate "
+                            "it on a GPU, or add --cpu-generator if it was in fact trained on a CPU")
+        device = "cuda"
+    return spaces.draw_parameters(saved["seed"], args.content_n, args.style_n, args.modality_n,
+                                  args.statistical_dependence, args.content_dependent_style,
+                                  args.independent_covariances, published=True,
+                                  generator_device=device)
 
 
 def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
@@ -357,10 +400,40 @@ def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
 
 
 def evaluate(args, device):
-    save_dir, train_seed = load_for_evaluation(args)
+    save_dir, saved = load_for_evaluation(args)
+    check_writable(save_dir, "results.csv")
+    print(f"Evaluation seed {args.seed} (training seed {saved['seed']}); device {device}")
     set_seed(args.seed)
-    space = build_latent_space(args, train_seed, device, saved_latent_params(save_dir, args))
-    dim = space.view_dim
+    params = saved_latent_params(save_dir, args)
+    if params is None:
+        params = published_latent_params(args, saved, save_dir)
+    space = build_latent_space(args, saved["seed"], device, params)
+    net = load_networks(args, save_dir, space.view_dim, device)
+
+    loss_fn = LpSimCLRLoss()
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
+    test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
+    print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")
+    for split, data in (("validation", val), ("test", test)):
+        if not (np.isfinite(data["hz1"]).all() and np.isfinite(data["hz2"]).all()):
+            raise UserError(f"the encoders of {save_dir} give non-finite encodings on the {split} set "
+                            "(a diverged training?)")
+
+    results = probe_results(args, val, test, device)
+    print("Regression results:")
+    print(results.to_string(index=False))
+    # Written after printing, so that a failed write (a full disk) loses nothing.
+    atomic_write_json(os.path.join(save_dir, "evaluation.json"),
+                      {**{k: v for k, v in vars(args).items()
+                          if k not in ("model_dir", "model_id", "evaluate")},
+                       "training_seed": saved["seed"], "val_loss": val_loss, "test_loss": test_loss,
+                       "eval_batch": EVAL_BATCH, "command": " ".join(sys.argv)})
+    atomic_write_csv(results, os.path.join(save_dir, "results.csv"), index=True)
+    return results
+
+
+def load_networks(args, save_dir, dim, device):
     f1 = load_into(mlp_shell(dim, args.n_mixing_layer), os.path.join(save_dir, "f1.pt"))
     f2 = f1 if args.shared_mixing else load_into(mlp_shell(dim, args.n_mixing_layer),
                                                  os.path.join(save_dir, "f2.pt"))
@@ -368,14 +441,10 @@ def evaluate(args, device):
     load_into(g1, os.path.join(save_dir, "g1.pt"))
     if not args.shared_encoder:
         load_into(g2, os.path.join(save_dir, "g2.pt"))
-    net = PairEncoder(f1, g1, f2, g2).to(device).eval()
+    return PairEncoder(f1, g1, f2, g2).to(device).eval()
 
-    loss_fn = LpSimCLRLoss()
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
-    test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
-    print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")
 
+def probe_results(args, val, test, device):
     rows = []
     n_real = sum(val[k].shape[1] > 0 for k in TARGETS)
     per_encoding = n_real if args.mlp_eval else probes.krr_work_units(n_real)
@@ -386,15 +455,12 @@ def evaluate(args, device):
                 x_val, x_test, {k: (val[k], test[k]) for k in TARGETS},
                 nonlinear="mlp" if args.mlp_eval else "krr", device=device, progress=bar.update)
             rows += [(enc, k, *scores[k]) for k in TARGETS]
-    results = pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"])
-    atomic_write_csv(results, os.path.join(save_dir, "results.csv"))
-    print("Regression results:")
-    print(results.to_string(index=False))
-    return results
+    return pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"])
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.model_id is None and (args.evaluate or args.resume):
         raise UserError("--evaluate and --resume need the --model-id of a trained model")
     check_args(args)
@@ -407,7 +473,7 @@ def main(argv=None):
             args.model_id = broadcast_object(new_model_id(), info)
         if args.seed is None:
             args.seed = broadcast_object(draw_seed(), info)
-        return train(args, device, info)
+        return train(args, device, info, given_flags(parser, argv))
     finally:
         cleanup(info)
 

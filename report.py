@@ -93,6 +93,15 @@ SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size",
 
 # ------------------------------------------------------------- loading ---
 
+def read_results(path):
+    """A results.csv with or without the unnamed index column that pandas' to_csv
+    writes by default (the published scripts and ours write it; early versions did not)."""
+    results = pd.read_csv(path)
+    if len(results.columns) and str(results.columns[0]).startswith("Unnamed: 0"):
+        results = results.drop(columns=results.columns[0])
+    return results
+
+
 def load_runs(folder):
     """(runs, notes): runs = [(name, args, results)] of the sub-folders with a
     results.csv; notes = one line per sub-folder left out and why."""
@@ -109,7 +118,7 @@ def load_runs(folder):
             continue
         try:
             args = read_json(os.path.join(path, "args.json"), "args.json")
-            results = pd.read_csv(os.path.join(path, "results.csv"))
+            results = read_results(os.path.join(path, "results.csv"))
         except (UserError, ValueError, OSError) as err:
             notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
             continue

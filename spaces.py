@@ -15,6 +15,7 @@ from scipy.stats import wishart
 
 BLOCKS = ("c", "s", "a", "m1", "m2")  # covariance names: content, style, style change, modalities
 PARAMS_FILE = "latent_space.pt"
+SHIFT_STREAM = 1  # spawn key of the stream that draws B and a in new runs
 
 
 def _wishart(n, random_state):
@@ -23,13 +24,20 @@ def _wishart(n, random_state):
 
 
 def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence,
-                    content_dependent_style, independent_covariances=False):
+                    content_dependent_style, independent_covariances=False, published=False,
+                    generator_device="cpu"):
     """The parameters of the latent distribution that a training seed fixes.
 
-    By default this is the published recipe: every Wishart draw uses the training
-    seed as its random state, so blocks of equal size share one covariance (the
-    paper's numbers were produced that way). `independent_covariances` draws each
-    block from its own stream instead.
+    The covariances follow the published recipe by default: every Wishart draw
+    uses the training seed as its random state, so blocks of equal size share one
+    covariance (the paper's numbers were produced that way);
+    `independent_covariances` draws each block from its own stream instead.
+
+    B and a: the published scripts drew them from a torch generator seeded with
+    the training seed on the training device, the very stream that then samples
+    the first training batch (so entries of B equal the first batch's content).
+    New runs draw them from a stream of their own (saved with the model);
+    `published=True` rebuilds the published draw, on `generator_device`.
     """
     params = {}
     if statistical_dependence:
@@ -40,9 +48,10 @@ def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence
                 state = np.random.RandomState(stream.generate_state(1)) if independent_covariances else seed
                 params[f"Sigma_{name}"] = _wishart(sizes[name], state)
     if content_dependent_style:
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        params["B"] = torch.randn(style_n, content_n, generator=g)
-        params["a"] = torch.randn(style_n, generator=g)
+        g_seed = seed if published else int(np.random.SeedSequence([seed, SHIFT_STREAM]).generate_state(1)[0])
+        g = torch.Generator(device=generator_device).manual_seed(g_seed)
+        params["B"] = torch.randn(style_n, content_n, generator=g, device=generator_device).cpu()
+        params["a"] = torch.randn(style_n, generator=g, device=generator_device).cpu()
     return params
 
 

@@ -176,7 +176,7 @@ def test_log_every_step(data, tmp_path, capsys):
 def test_evaluate(trained, data):
     results = run_main("--datapath", data, "--model-dir", trained, "--model-id", "conv", "--evaluate",
                        "--load-args", "--workers", 0, "--batch-size", 4, "--seed", 6)
-    saved = pd.read_csv(os.path.join(trained, "conv", "results.csv"))
+    saved = pd.read_csv(os.path.join(trained, "conv", "results.csv"), index_col=0)
     assert list(saved.columns) == SPEC_COLUMNS
     expected = [(m, ix, name) for m in ("image", "text") for ix, name in Multimodal3DIdent.FACTORS[m].items()]
     assert list(zip(saved.modality, saved.ix, saved.factor_name)) == expected

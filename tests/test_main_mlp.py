@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main_mlp
+import spaces
 import utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +39,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert saved["seed"] == 3 and saved["model_id"] == "m"
     out = capsys.readouterr().out + capsys.readouterr().err
     results = evaluate(tmp_path)
-    on_disk = pd.read_csv(folder / "results.csv")
+    on_disk = pd.read_csv(folder / "results.csv", index_col=0)
     assert list(on_disk.columns) == ["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"]
     assert list(on_disk["encoding"]) == ["hz1"] * 6 + ["hz2"] * 6
     assert list(on_disk["predicted_factors"][:6]) == ["c", "s", "s~", "m1", "m2", "c'"]
@@ -62,16 +63,57 @@ def test_permuted_content_and_no_modality(tmp_path):
     assert res.loc[("hz1", "c'")].notna().all()
 
 
+def make_published(folder, trained_with_cuda=False):
+    """Turn one of our folders into what the published scripts leave: no latent_space.pt,
+    `module.`-prefixed checkpoints, and the latent parameters of the published recipe."""
+    saved = json.loads((folder / "args.json").read_text())
+    saved["no_cuda"] = not trained_with_cuda
+    (folder / "args.json").write_text(json.dumps(saved))
+    os.remove(folder / "latent_space.pt")
+    g1 = torch.load(folder / "g1.pt")
+    torch.save({"module." + k: v for k, v in g1.items()}, folder / "g1.pt")
+
+
 def test_published_folder_without_latent_file_is_rebuilt_from_seed(tmp_path):
     flags = ["--statistical-dependence", "--content-dependent-style", "--style-change-prob", "0.75"]
     folder = train(tmp_path, extra=flags)
+    # The published recipe: B and a from the training seed's CPU stream (here: no CUDA).
+    published = spaces.draw_parameters(3, 2, 2, 2, True, True, published=True)
+    g = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(published["B"], torch.randn(2, 2, generator=g))
+    torch.save(published, folder / "latent_space.pt")
     first = evaluate(tmp_path)
-    os.remove(folder / "latent_space.pt")
-    # Published checkpoints also carry DataParallel's prefix.
-    g1 = torch.load(folder / "g1.pt")
-    torch.save({"module." + k: v for k, v in g1.items()}, folder / "g1.pt")
+    make_published(folder)
     second = evaluate(tmp_path)
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_new_runs_draw_the_style_shift_apart_from_the_training_stream(tmp_path):
+    folder = train(tmp_path, extra=["--content-dependent-style"])
+    ours = torch.load(folder / "latent_space.pt")
+    published = spaces.draw_parameters(3, 2, 2, 2, False, True, published=True)
+    first_batch = torch.randn(4, generator=torch.Generator().manual_seed(3))
+    assert not torch.isin(ours["B"].flatten(), first_batch).any()
+    assert torch.isin(published["B"].flatten(), first_batch).all()  # the published defect
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_published_cuda_folder_is_refused_without_cuda_unless_stated(tmp_path, capsys):
+    folder = train(tmp_path, extra=["--content-dependent-style"])
+    make_published(folder, trained_with_cuda=True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(evaluate, tmp_path)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "CUDA" in err and "--cpu-generator" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (folder / "results.csv").exists()
+    results = evaluate(tmp_path, extra=["--cpu-generator"])
+    assert len(results) == 12
+    # Without content-dependent style there is nothing device-dependent to rebuild.
+    folder2 = train(tmp_path, "plain")
+    make_published(folder2, trained_with_cuda=True)
+    assert len(evaluate(tmp_path, "plain")) == 12
 
 
 def test_training_without_model_id_or_seed_records_them(tmp_path):
