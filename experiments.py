@@ -225,10 +225,9 @@ def data_plan(out, scale, datapath):
                         "folder (or one made with generate_m3di.py --image-size 224 "
                         "--position-dependent-color)")
     folder = os.path.join(out, "data", f"m3di_{scale}")
-    if os.path.isdir(folder):  # generated into <folder>.partial, renamed when complete
+    if os.path.isdir(folder):  # the generator builds <folder>.partial and renames it when complete
         return folder, None
-    return folder, Step("generate", folder, command("generate_m3di.py", SCALES[scale]["data"],
-                                                    folder + ".partial"))
+    return folder, Step("generate", folder, command("generate_m3di.py", SCALES[scale]["data"], folder))
 
 
 def build_runs(experiments, out, scale, seeds, datapath=None):
@@ -513,6 +512,25 @@ def _die_with_parent():
     except (OSError, AttributeError):
         pass  # not Linux: the model-folder locks still prevent two writers
 
+
+def generate_data(step):
+    """Run the generator, which builds <folder>.partial beside the folder, continues
+    an interrupted generation of the same settings, and renames it when complete:
+    a folder that exists is a complete data set."""
+    log = step.folder + ".log"
+    os.makedirs(os.path.dirname(step.folder), exist_ok=True)
+    say(f"generate {step.folder}")
+    rc = run_command(step.cmd, log, env=child_env(1))
+    if rc != 0:
+        raise UserError(f"generating {step.folder} failed with exit code {rc}: {last_line(log)!r} "
+                        f"(log: {log})")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM: stop like Ctrl-C
+
+
+# ------------------------------------------------------------------- CLI ---
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one-line errors, exit 2, like the entry points

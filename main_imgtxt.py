@@ -173,7 +173,6 @@ def train(args, device, info=DistInfo(), given=()):
 
 
 def training_data(args, save_dir, info):
-    check_complete_data(args.datapath)
     data_vocab = os.path.join(save_dir if args.resume else args.datapath, "vocab.json")
     vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
     # The sequence length is fixed by the first run (args.json) so that --resume keeps the model's shape.
@@ -458,6 +457,7 @@ def main(argv=None):
         device = device_for(info, args.no_cuda)
         if args.evaluate:  # rank 0 alone: evaluation is cheap next to training
             return evaluate(args, device) if info.is_main else None
+        check_complete_data(args.datapath)
         return train(args, device, info, given_flags(parser, argv))
     finally:
         cleanup(info)

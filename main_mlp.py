@@ -187,13 +187,16 @@ def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, in
     return mean_over_ranks(loss.detach(), info)
 
 
-def quick_probe(space, net, loss_fn, generator, seed):
+def quick_probe(space, net, loss_fn, generator, seed, save_dir="", step=0):
     """Loss on a fresh batch and linear R^2 of each latent block from h1 (75/25 split)."""
     with torch.no_grad():
         blocks = space.sample(2 * EVAL_BATCH, generator)
         loss = contrastive_loss(loss_fn, net, blocks, EVAL_BATCH).item()
         blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
         hz1 = net.g1(net.f1(space.views(blocks)[0])).cpu().numpy()
+    if not (np.isfinite(loss) and np.isfinite(hz1).all()):
+        raise UserError(f"training diverged by step {step} (non-finite encodings; try a lower --lr); "
+                        f"the last good checkpoint in {save_dir} is kept")
     hz1 = (hz1 - hz1.mean(0)) / np.where(hz1.std(0) > 0, hz1.std(0), 1.0)
     r2 = {}
     for k in ("c", "s", "s~", "m1", "m2"):
@@ -306,8 +309,9 @@ def run_training(args, device, info, save_dir, space, net):
                                 f"try a lower --lr); the last good checkpoint in {save_dir} is kept")
             bar.set_postfix(loss=f"{value:.4f}")
         if logging and info.is_main:
+            # Probe first: a step whose encodings are no longer finite is not saved.
+            val_loss, r2 = quick_probe(space, net, loss_fn, probe_gen, args.seed, save_dir, step)
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
-            val_loss, r2 = quick_probe(space, net, loss_fn, probe_gen, args.seed)
             tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
                        "linear R^2 from hz1: "
                        + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))

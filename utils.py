@@ -129,6 +129,7 @@ class FolderLock:
         self.path = os.path.join(folder, name)
 
     def __enter__(self):
+        self.created = not os.path.exists(self.folder)
         while True:
             try:
                 os.makedirs(self.folder, exist_ok=True)
@@ -152,6 +153,8 @@ class FolderLock:
     def __exit__(self, *exc):
         try:
             os.remove(self.path)
+            if self.created and not os.listdir(self.folder):  # a run that failed at once
+                os.rmdir(self.folder)
         except OSError:
             pass
         os.close(self.fd)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import experiments
+import utils
 from utils import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,7 +148,7 @@ def test_table4_figure8_figure3_grids(tmp_path):
     assert sorted({r.row["--encoding-size"] for r in f3}) == [1, 2, 3, 4, 6, 8, 10, 12]
     data = str(tmp_path / "data" / "m3di_quick")
     assert all(r.train_flags["--datapath"] == data == r.eval_flags["--datapath"] for r in f3)
-    assert generate.cmd[1].endswith("generate_m3di.py") and generate.cmd[2] == data + ".partial"
+    assert generate.cmd[1].endswith("generate_m3di.py") and generate.cmd[2] == data
     gen = flag_dict(generate.cmd[3:])
     assert gen["--image-size"] == "32" and gen["--position-dependent-color"] is True
     # a given --datapath is used as is, and nothing is generated
@@ -334,10 +335,10 @@ def test_figure3_generates_data_once(tmp_path, fake):
 def test_busy_output_folder_is_refused(tmp_path, fake):
     out = tmp_path / "runs"
     out.mkdir()
-    (out / experiments.LOCK).write_text(str(os.getppid()))  # a live process
-    with pytest.raises(UserError, match="is running on"):
-        run(tmp_path, "table4", "--seeds", "1")
-    (out / experiments.LOCK).write_text("999999999")       # stale: no such process
+    with utils.FolderLock(str(out), name=experiments.LOCK):  # another runner holds the folder
+        with pytest.raises(UserError, match="is running on"):
+            run(tmp_path, "table4", "--seeds", "1")
+    (out / experiments.LOCK).write_text("999999999")  # left by a killed runner: no lock held
     assert run(tmp_path, "table4", "--seeds", "1") == 0
 
 
