@@ -29,7 +29,6 @@ def simulation_encoder(latent_dim, encoding_size):
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torchvision.models import resnet18  # noqa: E402
 
 TEXT_ENCODERS = ("conv", "gru")
 PAD_INDEX = 0  # the `{pad}` token (datasets.PAD)
@@ -42,6 +41,7 @@ def image_encoder(hidden_size, encoding_size):
     those of the published checkpoints (after removing DataParallel's `module.`).
     Works for any image size (ResNet ends in adaptive average pooling).
     """
+    from torchvision.models import resnet18  # imported here: the simulation does not need it (1 s)
     return nn.Sequential(resnet18(num_classes=hidden_size), nn.LeakyReLU(),
                          nn.Linear(hidden_size, encoding_size))
 

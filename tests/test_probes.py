@@ -26,7 +26,10 @@ def test_parameter_order_matches_sklearn():
     assert probes.param_grid() == [(p["alpha"], p["gamma"]) for p in grid]
 
 
-def test_kernel_ridge_grid_equals_gridsearchcv():
+@pytest.mark.parametrize("mixed_min_rows", [probes.MIXED_MIN_ROWS, 0])
+def test_kernel_ridge_grid_equals_gridsearchcv(monkeypatch, mixed_min_rows):
+    # 0: every solve takes the float32 + refinement path where its bound allows
+    monkeypatch.setattr(probes, "MIXED_MIN_ROWS", mixed_min_rows)
     rng = np.random.default_rng(0)
     n = 240
     x = rng.normal(size=(2 * n, 4))
@@ -46,6 +49,22 @@ def test_kernel_ridge_grid_equals_gridsearchcv():
         np.testing.assert_allclose(res["cv_scores"], search.cv_results_["mean_test_score"], atol=1e-6)
         chosen.add((res["alpha"], res["gamma"]))
     assert len(chosen) > 1  # the refit handles several chosen settings at once
+
+
+def test_mixed_precision_solve_is_float64_exact_and_falls_back(monkeypatch):
+    import torch
+    rng = np.random.default_rng(5)
+    x = torch.as_tensor(rng.normal(size=(500, 3)))
+    y = torch.as_tensor(rng.normal(size=(500, 4)))
+    used = []
+    real = probes._refined
+    monkeypatch.setattr(probes, "_refined", lambda *a: used.append(real(*a) is not None) or real(*a))
+    for gamma, alpha in ((1.0, 1.0), (0.01, 0.001)):
+        exact = probes._solve_dual(x, y, gamma, alpha, mixed=False)
+        mixed = probes._solve_dual(x, y, gamma, alpha, mixed=True)
+        torch.testing.assert_close(mixed, exact, rtol=1e-9, atol=1e-9 * float(exact.abs().max()))
+    # well-conditioned: refined in float32; cond ~ 500 / 0.001: float64 instead
+    assert used == [True, False]
 
 
 def test_regression_scores_linear_and_empty_targets():
