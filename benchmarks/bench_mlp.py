@@ -1,6 +1,6 @@
 """Milliseconds per simulation training step: ours, a straightforward reference, and the matmul floor.
 
-    python benchmarks/bench_mlp.py [--batch-sizes 6144 1024] [--steps 5]
+    python benchmarks/bench_mlp.py [--batch-sizes 6144 1024] [--steps 5] [--published DIR]
 
 All three are timed in the same run on the same device, so their ratios are
 meaningful on a noisy machine:
@@ -10,10 +10,16 @@ meaningful on a noisy machine:
              device, four encoder passes, broadcast pairwise differences
   matmul     the step's matrix products alone (same shapes, forward and
              backward), timed, and their FLOPs at torch's measured throughput
+  published  with --published DIR (a checkout of the published scripts): their
+             main_mlp.py itself, run twice in fresh processes with --train-steps
+             2 and 2 + steps; the difference of the wall times over `steps` is
+             its time per step (start-up, mixing functions and logging cancel)
 """
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -114,18 +120,34 @@ def throughput_gflops(device, n=2048):
     return 2 * n ** 3 / (ms / 1000) / 1e9
 
 
+def published_ms(published, batch, steps, no_cuda):
+    """The published script's milliseconds per step, from two runs that differ by `steps` steps."""
+    walls = []
+    with tempfile.TemporaryDirectory() as work:
+        for i, n in enumerate((2, 2 + steps)):
+            cmd = [sys.executable, "main_mlp.py", "--model-dir", work, "--model-id", f"r{i}", "--seed", "0",
+                   "--batch-size", str(batch), "--train-steps", str(n), "--log-steps", "100000"]
+            t = time.perf_counter()
+            subprocess.run(cmd + (["--no-cuda"] if no_cuda else []), cwd=published, check=True,
+                           capture_output=True)
+            walls.append(time.perf_counter() - t)
+    return (walls[1] - walls[0]) / steps * 1000
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[6144, 1024])
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--no-cuda", action="store_true")
+    p.add_argument("--published", metavar="DIR", help="checkout of the published scripts: time them too")
     args = p.parse_args()
     device = get_device(args.no_cuda)
     gflops = throughput_gflops(device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, "
           f"float32 matmul {gflops:.0f} GFLOP/s")
     print(f"{'batch':>6} {'ours ms':>9} {'reference ms':>13} {'matmul ms':>10} {'FLOP-floor ms':>14}"
-          f" {'ref/ours':>9} {'ours/matmul':>12}")
+          f" {'ref/ours':>9} {'ours/matmul':>12}" + (f" {'published ms':>13} {'pub/ours':>9}"
+                                                     if args.published else ""))
     for batch in args.batch_sizes:
         space, net, params, opt = setup(device)
         gen = torch.Generator(device=device).manual_seed(0)
@@ -137,8 +159,12 @@ def main():
         shapes = matmul_shapes(batch)
         mm = matmul_only_ms(shapes, args.steps, device)
         floor = sum(2 * m * k * n for m, k, n in shapes) / (gflops * 1e9) * 1000
-        print(f"{batch:>6} {ours:>9.0f} {ref:>13.0f} {mm:>10.0f} {floor:>14.0f}"
-              f" {ref / ours:>9.2f} {ours / mm:>12.2f}")
+        line = (f"{batch:>6} {ours:>9.0f} {ref:>13.0f} {mm:>10.0f} {floor:>14.0f}"
+                f" {ref / ours:>9.2f} {ours / mm:>12.2f}")
+        if args.published:
+            pub = published_ms(args.published, batch, args.steps, args.no_cuda)
+            line += f" {pub:>13.0f} {pub / ours:>9.2f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
