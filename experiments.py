@@ -58,7 +58,7 @@ EVAL_SEED_OFFSET = 10_000
 TRAINED = "TRAINED"
 CHECKPOINT = "checkpoint.pt"  # written by the entry points during training, for --resume
 LOCK = ".experiments.lock"
-# Files a finished training must have left (SPEC sections 2 and 3).
+# Files a finished training must have left (the entry points' model-folder layouts).
 MODEL_FILES = {"main_mlp.py": ("args.json", "g1.pt", "g2.pt"),
                "main_imgtxt.py": ("args.json", "encoder_img.pt", "encoder_txt.pt")}
 # Flags that do not change what a model learns, so a reused model may differ in them.

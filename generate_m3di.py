@@ -10,7 +10,7 @@ it unchanged:
     OUT/{train,val,test}/latents_text.csv        TEXT_COLUMNS
     OUT/generator_args.json                      settings used (provenance)
 
-Latents follow the published distributions (SPEC section 3): shape uniform on
+Latents follow the distributions of the published data set: shape uniform on
 {0..6}, x and y position uniform on {0,1,2} (x: left/center/right, y:
 top/mid/bottom), z = 0, three rotations, spotlight position and three hues
 uniform on [0, 1]; with --position-dependent-color the object hue is

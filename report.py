@@ -23,7 +23,8 @@ import pandas as pd  # noqa: E402
 
 from utils import UserError, atomic_write, atomic_write_text, read_json, run_cli  # noqa: E402
 
-# The paper's numbers, as given in SPEC section 4.
+# The paper's numbers: Tables 1 and 4 (nonlinear R², mean of 3 seeds, 300,000 steps at
+# batch 6,144) and Figure 3 (read off its plot).
 PAPER = {
     # Table 1 of the paper: nonlinear R² of h1's encodings, mean over 3 seeds.
     # Key: (p(chg), statistical dependence, content-dependent style).
@@ -42,13 +43,13 @@ PAPER = {
         (0.75, False, True): {"multi": {"c": 1.00, "s": 0.81}},
         (0.75, True, True): {"multi": {"c": 0.99, "s": 0.83}},
     },
-    # Figure 8 of the paper: plotted only, the SPEC gives no numbers.
+    # Figure 8 of the paper: a plot without printed numbers.
     "figure8": {},
-    # Figure 5 of the paper (discrete latents): the SPEC gives no numbers.
+    # Figure 5 of the paper (discrete latents): a plot without printed numbers.
     "figure5": {},
     # Figure 3 of the paper, read off the plot. One cell per encoding size
     # 1, 2, 3, 4, 6, 8, 10, 12: a value, a (low, high) range (low None: "<= high"),
-    # or None where the SPEC gives nothing. Accuracy for discrete factors, R^2 otherwise.
+    # or None where the plot gives nothing readable. Accuracy for discrete factors, R^2 otherwise.
     "figure3": {
         ("image", "object_shape"): [0.21, 0.21, 0.54, 0.88, 0.97, 0.99, 1.0, 1.0],
         ("image", "object_ypos"): [0.4] + [1.0] * 7,
@@ -57,7 +58,7 @@ PAPER = {
            for f in ("object_alpharot", "object_betarot", "object_gammarot", "spotlight_pos",
                      "spotlight_color", "background_color")},
         ("image", "object_color"): [None] + [(0.92, 0.99)] * 7,
-        # The SPEC lists six values for text shape; they are taken as sizes 1-8.
+        # Six values can be read off the plot for text shape; they are taken as sizes 1-8.
         ("text", "object_shape"): [0.18, 0.15, 0.51, 0.93, 0.98, 1.0, None, None],
         ("text", "object_ypos"): [0.4] + [1.0] * 7,
         ("text", "object_xpos"): [0.4] + [1.0] * 7,
@@ -391,11 +392,11 @@ def write_report(folder, experiment):
         table, panels = sim_report(experiment, runs, notes)
         plot_bars(panels, png, TITLES[experiment])
         legend = ("Cells: ours, mean ± std over seeds (sample std; '(n=k)': only k finite values); "
-                  "[paper value] from SPEC section 4.")
+                  "[paper value] from the paper's Tables 1 and 4.")
         if experiment == "figure5":
             legend = ("Cells: ours, mean ± std over seeds. Discrete blocks: each dimension uniform on "
                       "k evenly spaced values (main_mlp.py --discrete-content/-style/-modality K). "
-                      "The paper shows this setting in a plot only; the SPEC gives no numbers.")
+                      "The paper shows this setting in a plot only, without numbers.")
         if experiment == "figure8":
             legend += (" The views are encoded with permuted content c', so a model that recovers "
                        "the content it sees predicts c' and not c. The paper gives no numbers here.")
@@ -403,7 +404,7 @@ def write_report(folder, experiment):
         table, values = fig3_report(runs, notes)
         plot_fig3(values, png)
         legend = ("Cells: ours, mean ± std over seeds; [paper value or range, read off the paper's "
-                  "plot, SPEC section 4]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
+                  "plot]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
     lines = [f"# {TITLES[experiment]}", "",
              f"{len(runs)} runs with results in `{folder}`. Settings: "
              f"{settings_line(runs, SHOWN_SETTINGS[kind])}.", "", legend, "", table, "",

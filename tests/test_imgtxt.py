@@ -18,7 +18,7 @@ from losses import infonce_loss, symmetric_infonce
 from m3di_fixture import write_m3di
 from utils import UserError, evaluation_seed, load_state_dict, run_cli
 
-SPEC_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
+RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
                 "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
 
 
@@ -179,7 +179,7 @@ def test_evaluate(trained, data):
     results = run_main("--datapath", data, "--model-dir", trained, "--model-id", "conv", "--evaluate",
                        "--load-args", "--workers", 0, "--batch-size", 4, "--seed", 6)
     saved = pd.read_csv(os.path.join(trained, "conv", "results.csv"), index_col=0)
-    assert list(saved.columns) == SPEC_COLUMNS
+    assert list(saved.columns) == RESULT_COLUMNS
     expected = [(m, ix, name) for m in ("image", "text") for ix, name in Multimodal3DIdent.FACTORS[m].items()]
     assert list(zip(saved.modality, saved.ix, saved.factor_name)) == expected
     for row in saved.itertuples():
@@ -188,7 +188,7 @@ def test_evaluate(trained, data):
         scored = [row.acc_logreg, row.acc_mlp] if discrete else [row.r2_linreg, row.r2_krreg]
         blank = [row.r2_linreg, row.r2_krreg] if discrete else [row.acc_logreg, row.acc_mlp]
         assert all(np.isfinite(scored)) and all(np.isnan(blank))
-    assert np.allclose(results[SPEC_COLUMNS[4:]].to_numpy(float), saved[SPEC_COLUMNS[4:]].to_numpy(float),
+    assert np.allclose(results[RESULT_COLUMNS[4:]].to_numpy(float), saved[RESULT_COLUMNS[4:]].to_numpy(float),
                        equal_nan=True)
 
 

@@ -8,7 +8,7 @@ from losses import LpSimCLRLoss, infonce_loss, pairwise_lp, symmetric_infonce, s
 
 
 def direct_lp_loss(a, b, neg, tau=1.0, alpha=0.5):
-    """The spec's formula, written out in float64 with explicit loops."""
+    """The loss formula of the published LpSimCLRLoss, written out in float64 with explicit loops."""
     out = []
     for i in range(len(a)):
         pos = float(((a[i] - b[i]) ** 2).sum())
