@@ -25,7 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import probes
-import schedule
+import recipe
 from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
                          gather_with_grad, init_distributed, sync_batchnorm, wrap_ddp)
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
@@ -81,7 +81,7 @@ def build_parser():
     p.add_argument("--max-sequence-length", type=int, default=128,
                    help="token slots per caption at most, {eos} included (default 128; the "
                         "published captions need at most 32); longer captions are cut")
-    schedule.add_arguments(p)
+    recipe.add_arguments(p)
     return p
 
 
@@ -98,7 +98,7 @@ def check_args(args):
     for flag, value in (("--tau", args.tau), ("--lr", args.lr)):
         check_finite(flag, value)
     check_model_id(args.model_id)
-    schedule.check_arguments(args)
+    recipe.check_arguments(args)
     if not os.path.isdir(args.datapath):
         raise UserError(f"data folder not found: {args.datapath}")
 
@@ -209,7 +209,7 @@ def run_training(args, device, info, save_dir):
 
     enc_img, enc_txt = (sync_batchnorm(e, info, device) for e in (enc_img, enc_txt))
     params = list(enc_img.parameters()) + list(enc_txt.parameters())
-    optimizer = schedule.build_optimizer(params, args)
+    optimizer = recipe.build_optimizer(params, args)
     ddp_img, ddp_txt = wrap_ddp(enc_img, info, device), wrap_ddp(enc_txt, info, device)
     sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
     first = load_checkpoint(save_dir, enc_img, enc_txt, optimizer) + 1 if args.resume else 1
@@ -241,10 +241,12 @@ def run_training(args, device, info, save_dir):
         batch = next(batches)
         images = batch["image"].to(device, non_blocking=True)
         texts = batch["text"].to(device, non_blocking=True)
-        schedule.set_lr(optimizer, step, args)
+        recipe.set_lr(optimizer, step, args)
+        with recipe.autocast(args, device):  # --precision bf16: the encoders only
+            hz_img, hz_txt = ddp_img(images), ddp_txt(texts)
         # Every rank scores the whole global batch: all negatives of a one-process run.
-        hz_img = gather_with_grad(ddp_img(images), info)
-        hz_txt = gather_with_grad(ddp_txt(texts), info)
+        hz_img = gather_with_grad(hz_img.float(), info)
+        hz_txt = gather_with_grad(hz_txt.float(), info)
         loss = symmetric_infonce(hz_img, hz_txt, sim_metric, criterion, args.tau)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients over ranks here

@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import probes
-import schedule
+import recipe
 import spaces
 from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
                          gather_with_grad, init_distributed, local_slice, mean_over_ranks, wrap_ddp)
@@ -86,7 +86,7 @@ def build_parser():
     p.add_argument("--cpu-generator", action="store_true",
                    help="evaluating a folder of the published scripts without CUDA: state that its "
                         "B and a were drawn on the CPU (it was trained without a GPU)")
-    schedule.add_arguments(p)
+    recipe.add_arguments(p)
     return p
 
 
@@ -105,7 +105,7 @@ def check_args(args):
         check_finite(flag, value)
     check_model_id(args.model_id)
     check_discrete(args)
-    schedule.check_arguments(args)
+    recipe.check_arguments(args)
 
 
 def flag_of(key):
@@ -154,13 +154,15 @@ class PairEncoder(nn.Module):
         return self.g1(self.f1(z1)), self.g2(self.f2(z2))
 
 
-def contrastive_loss(loss_fn, net, blocks, n, info=DistInfo()):
+def contrastive_loss(loss_fn, net, blocks, n, info=DistInfo(), autocast=nullcontext):
     """Symmetric L2 InfoNCE of the first n pairs of `blocks` against the rest as negatives.
 
     Pairs and negatives go through each network in one pass. Under DDP, `blocks`
     are this rank's rows and the negatives of every rank are gathered, so each
     anchor sees all negatives of the global batch."""
-    h1, h2 = net(*spaces.LatentSpace.views(blocks))
+    with autocast():  # --precision bf16: the networks only; the loss stays float32
+        h1, h2 = net(*spaces.LatentSpace.views(blocks))
+    h1, h2 = h1.float(), h2.float()
     h1_neg, h2_neg = gather_with_grad(h1[n:], info), gather_with_grad(h2[n:], info)
     return symmetric_lp_loss(loss_fn, h1[:n], h2[:n], h1_neg, h2_neg)
 
@@ -173,13 +175,14 @@ def local_rows(blocks, batch_size, info):
     return {k: torch.cat((v[:batch_size][sl], v[batch_size:][sl])) for k, v in blocks.items()}
 
 
-def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, info=DistInfo()):
+def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, info=DistInfo(),
+               autocast=nullcontext):
     """One optimisation step on a fresh global batch; pairs and negatives are sampled together.
 
     Every rank draws the same global batch and keeps its slice, so a seed gives
     the same samples whatever the number of processes."""
     blocks = local_rows(space.sample(2 * batch_size, generator), batch_size, info)
-    loss = contrastive_loss(loss_fn, net, blocks, batch_size // info.world_size, info)
+    loss = contrastive_loss(loss_fn, net, blocks, batch_size // info.world_size, info, autocast)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # DDP averages the gradients over ranks here
     torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
@@ -284,7 +287,7 @@ def train(args, device, info=DistInfo(), given=()):
 
 def run_training(args, device, info, save_dir, space, net):
     params = list({id(p): p for p in [*net.g1.parameters(), *net.g2.parameters()]}.values())
-    optimizer = schedule.build_optimizer(params, args)
+    optimizer = recipe.build_optimizer(params, args)
     loss_fn = LpSimCLRLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
@@ -299,8 +302,9 @@ def run_training(args, device, info, save_dir, space, net):
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                initial=first - 1, total=args.train_steps, disable=not info.is_main)
     for step in bar:
-        schedule.set_lr(optimizer, step, args)
-        loss = train_step(space, ddp_net, loss_fn, optimizer, params, args.batch_size, gen, info)
+        recipe.set_lr(optimizer, step, args)
+        loss = train_step(space, ddp_net, loss_fn, optimizer, params, args.batch_size, gen, info,
+                          lambda: recipe.autocast(args, device))
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
             value = loss.item()

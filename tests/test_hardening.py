@@ -388,15 +388,20 @@ def test_generator_output_under_a_file(tmp_path, capsys):
 # ------------------------------------------------- processes: Ctrl-C, pipes ---
 
 def test_ctrl_c_during_training_is_one_line(tmp_path):
+    # A shell's background jobs inherit SIGINT ignored: give the child Ctrl-C back.
     proc = subprocess.Popen([sys.executable, "main_mlp.py", "--model-dir", str(tmp_path), "--model-id", "m",
                              "--seed", "1", *TINY, "--train-steps", "100000", "--log-steps", "5"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):
-        if (tmp_path / "m" / "checkpoint.pt").exists():
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for _ in range(600):
+            if (tmp_path / "m" / "checkpoint.pt").exists():
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in err and "interrupted" in err.strip().splitlines()[-1]
     torch.load(tmp_path / "m" / "checkpoint.pt")  # intact

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import shutil
 
 import numpy as np
@@ -151,7 +152,7 @@ def test_training_output(trained, data, capsys):
     assert {"args.json", "vocab.json", "encoder_img.pt", "encoder_txt.pt"} <= files
     # the published schedule: checkpoints where step % 2 == 1 and at the last step, with
     # the published file names; --save-all-checkpoints keeps them
-    assert {f for f in files if f.startswith("encoder_") and f[-5].isdigit()} == \
+    assert {f for f in files if re.fullmatch(r"encoder_(img|txt)_\d+\.pt", f)} == \
         {f"encoder_{m}_{s}.pt" for m in ("img", "txt") for s in (1, 3)}
     args = json.load(open(os.path.join(folder, "args.json")))
     assert args["seed"] == 5 and args["model_id"] == "conv" and args["text_encoder"] == "conv"

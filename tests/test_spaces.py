@@ -74,7 +74,10 @@ def test_sampled_covariance_matches_sigma():
 
 
 def test_content_dependent_style_uses_published_generator():
-    params = spaces.draw_parameters(5, 3, 4, 2, False, True)
+    params = spaces.draw_parameters(5, 3, 4, 2, False, True, published=True)
+    ours = spaces.draw_parameters(5, 3, 4, 2, False, True)  # new runs: a stream of its own
+    assert not torch.equal(ours["B"], params["B"])
+    assert torch.equal(ours["B"], spaces.draw_parameters(5, 3, 4, 2, False, True)["B"])
     g = torch.Generator().manual_seed(5)
     B = torch.randn(4, 3, generator=g)
     a = torch.randn(4, generator=g)

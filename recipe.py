@@ -1,22 +1,25 @@
-"""How a model is optimised: Adam, its learning-rate schedule, and the flags that set them.
+"""The training recipe: Adam, its learning-rate schedule, the arithmetic precision.
 
-The defaults are the published recipe (Adam at a constant learning rate). The
-options only change the optimisation, never the model or the loss:
+The defaults are the published recipe (Adam at a constant learning rate, in
+float32). The options change how a model is optimised, never the model or
+the loss:
     --lr-schedule cosine   decay to 0 at --train-steps by a half cosine
     --warmup-steps N       rise linearly from lr / N to lr over the first N steps
     --adam-beta2 B         Adam's second-moment decay (default 0.999, torch's)
+    --precision bf16       run the encoders under bfloat16 autocast (as open_clip's
+                           --precision amp_bfloat16); losses and probes stay float32/64
 The learning rate is a pure function of the step, so --resume needs no
 scheduler state and continues on the same curve.
 """
 import math
+from contextlib import nullcontext
 
 import torch
 
 from utils import UserError
 
 SCHEDULES = ("constant", "cosine")
-# Flags of this module, for the entry points' --resume and report code.
-ARG_NAMES = ("lr_schedule", "warmup_steps", "adam_beta2")
+PRECISIONS = ("fp32", "bf16")
 
 
 def add_arguments(parser):
@@ -27,6 +30,9 @@ def add_arguments(parser):
                         help="raise the learning rate linearly over this many first steps (default 0)")
     parser.add_argument("--adam-beta2", type=float, default=0.999,
                         help="Adam's second-moment decay rate (default 0.999)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default) or bf16: the encoders' forward pass under bfloat16 "
+                             "autocast; the loss is computed in float32")
 
 
 def check_arguments(args):
@@ -63,3 +69,10 @@ def set_lr(optimizer, step, args):
         group["lr"] = lr
     return lr
 
+
+
+def autocast(args, device):
+    """The context of the encoders' forward pass: bfloat16 autocast, or nothing."""
+    if getattr(args, "precision", "fp32") == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()

@@ -1,0 +1,75 @@
+"""The training recipe: learning-rate schedules, Adam settings, bfloat16 autocast; defaults unchanged."""
+import math
+from argparse import Namespace
+
+import pytest
+import torch
+
+import main_mlp
+import recipe
+
+
+def args(**kw):
+    base = dict(lr=1e-3, lr_schedule="constant", warmup_steps=0, adam_beta2=0.999, train_steps=101,
+                precision="fp32")
+    return Namespace(**{**base, **kw})
+
+
+def test_schedule_values_at_given_steps():
+    lr = 1e-3
+    assert recipe.lr_at(1, lr) == lr and recipe.lr_at(10 ** 6, lr) == lr
+    # warm-up: lr * step / N for the first N steps, then the schedule
+    assert [recipe.lr_at(s, lr, "constant", 4, 100) for s in (1, 2, 4, 5, 100)] == \
+        [lr / 4, lr / 2, lr, lr, lr]
+    # cosine over the steps after the warm-up: 1 at its start, 1/2 half-way, 0 at the last step
+    cos = [recipe.lr_at(s, lr, "cosine", 10, 110) for s in (10, 60, 110)]
+    assert cos[0] == lr and math.isclose(cos[1], lr / 2) and abs(cos[2]) < 1e-18
+    assert math.isclose(recipe.lr_at(35, lr, "cosine", 10, 110), lr * 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_set_lr_and_optimizer_defaults_are_the_published_recipe():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    opt = recipe.build_optimizer(p, args())
+    assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["lr"] == 1e-3
+    assert [recipe.set_lr(opt, s, args()) for s in (1, 50, 101)] == [1e-3] * 3
+    cosine = args(lr_schedule="cosine", warmup_steps=10)
+    recipe.set_lr(opt, 5, cosine)
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert recipe.build_optimizer(p, args(adam_beta2=0.99)).defaults["betas"] == (0.9, 0.99)
+
+
+def test_default_training_is_unchanged_by_the_recipe_options(tmp_path):
+    """A run without the new flags equals one with their default values spelled out."""
+    tiny = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+            "--batch-size", "32", "--train-steps", "4", "--log-steps", "4", "--no-cuda", "--seed", "3"]
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "a", *tiny])
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "b", *tiny, "--lr-schedule", "constant",
+                   "--warmup-steps", "0", "--adam-beta2", "0.999", "--precision", "fp32"])
+    a, b = torch.load(tmp_path / "a" / "g1.pt"), torch.load(tmp_path / "b" / "g1.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_autocast_is_engaged_only_under_bf16(precision, dtype):
+    space = main_mlp.spaces.LatentSpace(2, 2, 2)
+    net = main_mlp.PairEncoder(torch.nn.Linear(6, 6, bias=False), main_mlp.simulation_encoder(6, 2),
+                               torch.nn.Linear(6, 6, bias=False), main_mlp.simulation_encoder(6, 2))
+    seen = []
+    net.g1[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    loss_fn = main_mlp.LpSimCLRLoss()
+    blocks = space.sample(16, torch.Generator().manual_seed(0))
+    loss = main_mlp.contrastive_loss(loss_fn, net, blocks, 8,
+                                     autocast=lambda: recipe.autocast(args(precision=precision), "cpu"))
+    assert seen == [dtype] and loss.dtype == torch.float32  # the loss stays float32
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--warmup-steps", "-1"], "--warmup-steps"),
+    (["--lr-schedule", "cosine", "--warmup-steps", "5", "--train-steps", "5"], "no steps for the cosine"),
+    (["--adam-beta2", "1.0"], "--adam-beta2"),
+])
+def test_bad_recipe_flags(tmp_path, capsys, flags, needle):
+    from utils import run_cli
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "x", "--no-cuda", *flags])
+    assert exit_info.value.code == 2 and needle in capsys.readouterr().err
