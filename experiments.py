@@ -429,24 +429,45 @@ def execute(step, env):
             raise StepFailed(f"evaluation of {step.folder} exited 0 but wrote no results.csv (log: {log})")
 
 
+_SPANS = {}  # experiment -> [first start, last end, job seconds], for the closing summary
+
+
+def record_span(experiments, start, end):
+    with _PRINT_LOCK:
+        for name in experiments:
+            span = _SPANS.setdefault(name, [start, end, 0.0])
+            span[0], span[1], span[2] = min(span[0], start), max(span[1], end), span[2] + end - start
+
+
 def run_job(job, env):
     """Execute a job's steps; return None or the message of the step that failed."""
-    for step in job.steps:
-        if _STOP.is_set():
-            return None
-        if step.kind in ("train", "evaluate"):
-            say(f"{step.kind} {step.folder}")
-        start = time.time()
-        try:
-            execute(step, env)
-        except (StepFailed, OSError) as err:
+    job_start = time.time()
+    try:
+        for step in job.steps:
             if _STOP.is_set():
                 return None
-            say(f"FAILED {err}")
-            return str(err)
-        if step.kind in ("train", "evaluate"):
-            say(f"done {step.kind} {step.folder} ({(time.time() - start) / 60:.1f} min)")
-    return None
+            if step.kind in ("train", "evaluate"):
+                say(f"{step.kind} {step.folder}")
+            start = time.time()
+            try:
+                execute(step, env)
+            except (StepFailed, OSError) as err:
+                if _STOP.is_set():
+                    return None
+                say(f"FAILED {err}")
+                return str(err)
+            if step.kind in ("train", "evaluate"):
+                say(f"done {step.kind} {step.folder} ({(time.time() - start) / 60:.1f} min)")
+        return None
+    finally:
+        record_span({run.experiment for run in job.runs}, job_start, time.time())
+
+
+def print_spans():
+    """Wall time of each experiment (its first step to its last) and the job time it took."""
+    for name, (start, end, seconds) in sorted(_SPANS.items(), key=lambda item: item[1][0]):
+        say(f"{name}: {(end - start) / 60:.1f} min wall ({time.strftime('%H:%M', time.localtime(start))}-"
+            f"{time.strftime('%H:%M', time.localtime(end))}), {seconds / 60:.1f} min of job time")
 
 
 def child_env(n_jobs):
@@ -520,7 +541,9 @@ def generate_data(step):
     log = step.folder + ".log"
     os.makedirs(os.path.dirname(step.folder), exist_ok=True)
     say(f"generate {step.folder}")
+    start = time.time()
     rc = run_command(step.cmd, log, env=child_env(1))
+    record_span(["figure3 data"], start, time.time())
     if rc != 0:
         raise UserError(f"generating {step.folder} failed with exit code {rc}: {last_line(log)!r} "
                         f"(log: {log})")
@@ -611,6 +634,7 @@ def main(argv=None):
 
     say(f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do, {args.jobs} at a time")
     _STOP.clear()
+    _SPANS.clear()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with out_lock(args.out):
@@ -622,6 +646,7 @@ def main(argv=None):
     finally:
         signal.signal(signal.SIGTERM, previous)
     n_done = sum(has_results(run.run_dir) for run in runs)
+    print_spans()
     say(f"{n_done} of {len(runs)} runs have results; {len(failures)} jobs failed")
     for message in failures:
         print(f"  {message}", file=sys.stderr)

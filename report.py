@@ -149,12 +149,15 @@ def paper_text(paper):
     return number(paper)
 
 
-def cell(values, paper=None):
-    """'mean ± std [paper]'; '(n=k)' when only k of the runs gave a finite value."""
+def cell(values, paper=None, stalled=0):
+    """'mean ± std [paper]'; '(n=k)' when only k of the runs gave a finite value;
+    '†k' when k of the runs did not converge."""
     mean, std, n = summarize(values)
     text = "n/a" if n == 0 else number(mean) + (f" ± {number(std)}" if n > 1 else "")
     if 0 < n < len(values):
         text += f" (n={n})"
+    if stalled:
+        text += f" †{stalled}"
     return text + (f" [{paper_text(paper)}]" if paper is not None else "")
 
 
@@ -207,6 +210,27 @@ def sim_mode(args):
     return {(True, True): "uni", (False, False): "multi"}.get(shared)
 
 
+CONVERGED = 0.9  # content R² below this: the run has not (yet) found the content
+
+
+def content_factor(experiment):
+    """figure8 encodes permuted content c', which a converged model predicts instead of c."""
+    return "c'" if experiment == "figure8" else "c"
+
+
+def not_converged(runs, experiment):
+    """[(run name, content R²)] of the runs whose nonlinear content R² (hz1) is below 0.9."""
+    out = []
+    for name, args, results in runs:
+        if not {"encoding", "predicted_factors", "r2_nonlinear"} <= set(results):
+            continue
+        hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
+        value = float(hz1.get(content_factor(experiment), math.nan))
+        if not value >= CONVERGED:
+            out.append((name, value))
+    return out
+
+
 def sim_values(runs, notes, key_of=sim_key):
     """{(row key, mode): {factor: [nonlinear R² of hz1, one per run]}}."""
     table = {}
@@ -234,6 +258,8 @@ def sim_report(experiment, runs, notes):
         found.sort(key=lambda key: (len(key), [order.index(b) for b, _ in key]))
     keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))
+    content = content_factor(experiment)
+    stalled = {k: sum(not v >= CONVERGED for v in f.get(content, [])) for k, f in values.items()}
     rows = []
     for key in keys:
         if not any((key, mode) in values for mode in modes) and key not in paper:
@@ -241,24 +267,26 @@ def sim_report(experiment, runs, notes):
         row = row_cells(experiment, key)[0]
         for mode, factor, _ in columns:
             row.append(cell(values.get((key, mode), {}).get(factor, []),
-                            paper.get(key, {}).get(mode, {}).get(factor)))
+                            paper.get(key, {}).get(mode, {}).get(factor),
+                            stalled.get((key, mode), 0) if factor == content else 0))
         row.append("/".join(str(len(values.get((key, mode), {}).get("c", []))) for mode in modes))
         rows.append(row)
     header = [*row_cells(experiment, keys[0])[1], *(h for _, _, h in columns),
               "runs (" + "/".join(modes) + ")"]
     text = markdown_table(header, rows)
     labels = [row_label(experiment, key) for key in keys]
-    panels = [sim_panel(mode, [(m, f, h) for m, f, h in columns if m == mode], keys, labels, values, paper)
-              for mode in modes]
+    panels = [sim_panel(mode, [(m, f, h) for m, f, h in columns if m == mode], keys, labels, values, paper,
+                        content, stalled) for mode in modes]
     return text, panels
 
 
-def sim_panel(mode, columns, keys, labels, values, paper):
+def sim_panel(mode, columns, keys, labels, values, paper, content="c", stalled=None):
     bars = []
     for _, factor, header in columns:
         stats = [summarize(values.get((key, mode), {}).get(factor, [])) for key in keys]
         ref = [paper.get(key, {}).get(mode, {}).get(factor) for key in keys]
-        bars.append((header, [s[0] for s in stats], [s[1] for s in stats], ref))
+        marks = [(stalled or {}).get((key, mode), 0) if factor == content else 0 for key in keys]
+        bars.append((header, [s[0] for s in stats], [s[1] for s in stats], ref, marks))
     title = {"uni": "unimodal", "multi": "multimodal"}[mode]
     return title, labels, bars
 
@@ -270,11 +298,14 @@ def plot_bars(panels, path, title, ylabel="nonlinear R²"):
     for ax, (title, labels, bars) in zip(axes[0], panels):
         width = 0.8 / len(bars)
         x = np.arange(len(labels))
-        for i, (label, means, stds, paper) in enumerate(bars):
+        for i, (label, means, stds, paper, *marks) in enumerate(bars):
             pos = x - 0.4 + width * (i + 0.5)
             means, stds = np.array(means, dtype=float), np.array(stds, dtype=float)
             have = np.isfinite(means)  # no bar at all where there is no result (not a zero bar)
             ax.bar(pos[have], means[have], width, yerr=np.nan_to_num(stds[have]), label=label, capsize=2)
+            for p, k in zip(pos, marks[0] if marks else []):
+                if k:  # runs that did not converge (content R² < 0.9)
+                    ax.annotate(f"†{k}", (p, 1.0), ha="center", fontsize=7, color="red")
             ref = np.array([np.nan if v is None else v for v in paper], dtype=float)
             if np.isfinite(ref).any():
                 ax.scatter(pos, ref, marker="_", s=200, color="black", zorder=3,
@@ -400,6 +431,8 @@ def write_report(folder, experiment):
         if experiment == "figure8":
             legend += (" The views are encoded with permuted content c', so a model that recovers "
                        "the content it sees predicts c' and not c. The paper gives no numbers here.")
+        legend += (f" '†k': k of the runs did not converge (content R² of hz1 below {CONVERGED}); "
+                   "they are listed below the figure.")
     else:
         table, values = fig3_report(runs, notes)
         plot_fig3(values, png)
@@ -409,6 +442,12 @@ def write_report(folder, experiment):
              f"{len(runs)} runs with results in `{folder}`. Settings: "
              f"{settings_line(runs, SHOWN_SETTINGS[kind])}.", "", legend, "", table, "",
              f"![{experiment}]({os.path.basename(png)})", ""]
+    stalled = not_converged(runs, experiment) if kind == "sim" else []
+    if stalled:
+        lines += [f"Not converged (content R² of hz1 below {CONVERGED}; averaged in above, marked †):", "",
+                  *(f"- {name}: {number(value)}" for name, value in stalled), ""]
+    elif kind == "sim":
+        lines += [f"Every run converged (content R² of hz1 at least {CONVERGED}).", ""]
     if notes:
         lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     path = os.path.join(folder, "report.md")

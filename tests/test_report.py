@@ -40,6 +40,10 @@ def table_row(markdown, start):
     return [c.strip() for c in rows[0].strip("|").split("|")]
 
 
+def test_cell_marks_runs_that_did_not_converge():
+    assert report.cell([0.52, 0.95, 0.97], 0.99, stalled=1) == "0.81 ± 0.25 †1 [0.99]"
+
+
 def test_summarize_and_cells():
     assert report.summarize([0.9, 0.95, 1.0]) == pytest.approx((0.95, 0.05, 3))
     mean, std, n = report.summarize([NAN, 0.5])
@@ -64,13 +68,15 @@ def test_table1_markdown_values_and_png(tmp_path):
     paths = report.write_report(str(folder), "table1")
     assert paths == [str(folder / "report.md"), str(folder / "table1.png")]
     md = (folder / "report.md").read_text()
-    assert table_row(md, "| 1.0 |") == ["1.0", "-", "-", "0.80 [1.00]", "0.02 [0.00]",
+    assert table_row(md, "| 1.0 |") == ["1.0", "-", "-", "0.80 †1 [1.00]", "0.02 [0.00]",
                                          "0.95 ± 0.05 [0.99]", "0.20 ± 0.14 (n=2) [0.00]",
                                          "n/a [0.00]", "1/3"]
     assert table_row(md, "| 0.75 | yes | yes |")[3:] == ["n/a [0.99]", "n/a [0.81]", "0.97 [0.95]",
                                                         "0.88 [0.89]", "0.01 [0.00]", "0/1"]
     assert table_row(md, "| 0.75 | - | - |")[5] == "n/a [1.00]"   # paper rows stay, even without runs
     assert "p0.75_uni_s0: no results.csv yet" in md
+    # the unimodal run's content R² 0.8 < 0.9: marked and listed as not converged
+    assert "- p1.0_uni_s0: 0.80" in md and "- p1.0_multi_s0" not in md
     assert "batch_size 512" in md and "![table1](table1.png)" in md
     assert_png(folder / "table1.png")
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
@@ -89,6 +95,7 @@ def test_table4_and_figure8(tmp_path):
     report.write_report(str(f8), "figure8")
     md = (f8 / "report.md").read_text()
     assert table_row(md, "| 1.0 |") == ["1.0", "-", "-", "0.02 ± 0.01", "0.97 ± 0.01", "2"]
+    assert "Every run converged" in md  # judged on c', the content these runs were shown
     assert_png(f8 / "figure8.png")
 
 
@@ -103,7 +110,7 @@ def test_figure5_rows_by_discrete_blocks(tmp_path):
     md = (folder / "report.md").read_text()
     assert "| discrete blocks | k | content c | style s | modality m_i |" in md
     assert table_row(md, "| c | 5 |") == ["c", "5", "0.93 ± 0.04", "0.02 ± 0.00", "0.01 ± 0.00", "2"]
-    assert table_row(md, "| c, s, m | 5 |") == ["c, s, m", "5", "0.80", "0.10", "0.00", "1"]
+    assert table_row(md, "| c, s, m | 5 |") == ["c, s, m", "5", "0.80 †1", "0.10", "0.00", "1"]
     assert "[" not in md.split("| discrete blocks")[1].split("![")[0]  # no paper values to show
     assert_png(folder / "figure5.png")
 
