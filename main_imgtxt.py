@@ -13,7 +13,6 @@ import math
 import os
 import time
 import warnings
-from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -26,19 +25,15 @@ from tqdm import tqdm
 
 import probes
 import recipe
-from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
-                         gather_with_grad, init_distributed, sync_batchnorm, wrap_ddp)
+import run
+from distributed import DistInfo, gather_with_grad, sync_batchnorm, wrap_ddp
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import symmetric_infonce
-from utils import (FolderLock, UserError, all_finite, atomic_torch_save, atomic_write_csv,
-                   atomic_write_json, check_finite, check_model_id, check_writable, draw_seed,
-                   evaluation_seed, first_line, given_flags, infinite_iterator, load_into,
-                   new_model_id, read_saved_args, refuse_existing_model, resume_settings, run_cli,
-                   set_seed, should_log, state_dict_mismatch)
+from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
+                   infinite_iterator, load_into, run_cli, set_seed, should_log)
 
 CLIP_NORM = 2.0
-CHECKPOINT = "checkpoint.pt"  # encoders, optimiser and step, for --resume
 RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
                   "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
 # Settings that --load-args restores from args.json: everything that shapes the
@@ -47,58 +42,40 @@ RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
 LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder")
 MODALITIES = ("image", "text")
 SPLITS = ("train", "val", "test")
-# --resume: flags taken from the command line, and flags that may change (a longer run).
-RESUME_OWN = ("resume", "datapath", "workers", "no_cuda", "model_dir", "model_id")
-RESUME_HONOURED = ("train_steps", "log_steps", "checkpoint_steps", "save_all_checkpoints")
+# --resume: flags taken from the command line (the data may have moved), and flags that may change.
+RESUME_OWN = (*run.RESUME_OWN, "datapath", "workers")
+RESUME_HONOURED = (*run.RESUME_HONOURED, "checkpoint_steps", "save_all_checkpoints")
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datapath", type=str, required=True,
                    help="folder with the train/, val/ and test/ splits of Multimodal3DIdent")
-    p.add_argument("--model-dir", type=str, default="models")
-    p.add_argument("--model-id", type=str, default=None)
+    run.add_arguments(p, batch_size=256, lr=1e-5, train_steps=100001, log_steps=1000)
     p.add_argument("--encoding-size", type=int, default=4)
     p.add_argument("--hidden-size", type=int, default=100)
     p.add_argument("--tau", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--train-steps", type=int, default=100001)
-    p.add_argument("--log-steps", type=int, default=1000)
     p.add_argument("--checkpoint-steps", type=int, default=10000)
-    p.add_argument("--evaluate", action="store_true")
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--no-cuda", action="store_true")
     p.add_argument("--save-all-checkpoints", action="store_true")
-    p.add_argument("--load-args", action="store_true",
-                   help="with --evaluate, take the model's settings (" + ", ".join(LOADED_ARGS)
-                        + ") from its args.json")
     p.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="conv")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted training run from its last checkpoint "
-                        "(--train-steps may extend it; other settings are the run's own)")
     p.add_argument("--max-sequence-length", type=int, default=128,
                    help="token slots per caption at most, {eos} included (default 128; the "
                         "published captions need at most 32); longer captions are cut")
-    recipe.add_arguments(p)
     return p
 
 
 def check_args(args):
+    run.check_arguments(args)
     for flag, value in (("--encoding-size", args.encoding_size), ("--hidden-size", args.hidden_size),
-                        ("--batch-size", args.batch_size), ("--train-steps", args.train_steps),
-                        ("--log-steps", args.log_steps), ("--checkpoint-steps", args.checkpoint_steps)):
+                        ("--checkpoint-steps", args.checkpoint_steps)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     if args.workers < 0:
         raise UserError(f"--workers must be at least 0, got {args.workers}")
     if args.max_sequence_length < 2:
         raise UserError(f"--max-sequence-length must be at least 2, got {args.max_sequence_length}")
-    for flag, value in (("--tau", args.tau), ("--lr", args.lr)):
-        check_finite(flag, value)
-    check_model_id(args.model_id)
-    recipe.check_arguments(args)
+    check_finite("--tau", args.tau)
     if not os.path.isdir(args.datapath):
         raise UserError(f"data folder not found: {args.datapath}")
 
@@ -146,29 +123,10 @@ def print_args(args, title="Arguments:"):
 # ---------------------------------------------------------------------------
 # Training
 
-def restore_run(args, save_dir, given):
-    """With --resume, the interrupted run's settings (its folder and data path are
-    the ones given now: either may have moved)."""
-    if args.model_id is None:
-        raise UserError("--resume needs the --model-id of the interrupted run")
-    if not os.path.isfile(os.path.join(save_dir, CHECKPOINT)):
-        raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
-    path = os.path.join(save_dir, "args.json")
-    resume_settings(args, read_saved_args(path, build_parser()), given, RESUME_OWN, RESUME_HONOURED, path)
-
-
 def train(args, device, info=DistInfo(), given=()):
-    if args.model_id is None:
-        args.model_id = broadcast_object(new_model_id(), info)
-    save_dir = os.path.join(args.model_dir, args.model_id)
-    with FolderLock(save_dir) if info.is_main else nullcontext():
-        if args.resume:
-            restore_run(args, save_dir, given)
-        else:
-            refuse_existing_model(save_dir, CHECKPOINT)
-        if args.seed is None:
-            args.seed = broadcast_object(draw_seed(), info)
-        barrier(info)  # every rank has checked the folder before rank 0 fills it
+    check_complete_data(args.datapath)
+    with run.training_folder(args, build_parser(), info, given, check_args,
+                             RESUME_OWN, RESUME_HONOURED) as save_dir:
         return run_training(args, device, info, save_dir)
 
 
@@ -185,9 +143,6 @@ def training_data(args, save_dir, info):
     if args.batch_size < 2:
         raise UserError("--batch-size must be at least 2 for training (contrastive negatives, "
                         "BatchNorm statistics)")
-    if args.batch_size % info.world_size:
-        raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
-                        f"{info.world_size} processes")
     return dataset, data_vocab, vocab
 
 
@@ -216,10 +171,9 @@ def run_training(args, device, info, save_dir):
     optimizer = recipe.build_optimizer(params, args)
     ddp_img, ddp_txt = wrap_ddp(enc_img, info, device), wrap_ddp(enc_txt, info, device)
     sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
-    first = load_checkpoint(save_dir, enc_img, enc_txt, optimizer) + 1 if args.resume else 1
-    if first > args.train_steps:
-        raise UserError(f"{save_dir} is already trained to step {first - 1}; pass a larger "
-                        f"--train-steps with --resume to train it further")
+    encoders = {"encoder_img": enc_img, "encoder_txt": enc_txt}
+    first = run.load_checkpoint(save_dir, encoders, optimizer, train_steps=args.train_steps) \
+        if args.resume else 1
     batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
                                 start_batch=first - 1)
     enc_img.train()
@@ -229,13 +183,11 @@ def run_training(args, device, info, save_dir):
         if not all_finite((enc_img, enc_txt)):
             raise UserError(f"training diverged by step {step} (non-finite weights; try a lower "
                             f"--lr); the last good checkpoint in {save_dir} is kept")
-        states = {"encoder_img": enc_img.state_dict(), "encoder_txt": enc_txt.state_dict()}
-        for name, state in states.items():
-            atomic_torch_save(state, os.path.join(save_dir, f"{name}.pt"))
-            if args.save_all_checkpoints:
-                atomic_torch_save(state, os.path.join(save_dir, f"{name}_{step}.pt"))
-        atomic_torch_save({"step": step, "optimizer": optimizer.state_dict(), **states},
-                          os.path.join(save_dir, CHECKPOINT))
+        for name, encoder in encoders.items():
+            atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}.pt"))
+            if args.save_all_checkpoints:  # the published file names
+                atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
+        run.save_checkpoint(save_dir, step, encoders, optimizer)
 
     window_sum, window_n = torch.zeros((), device=device), 0
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
@@ -280,18 +232,6 @@ def run_training(args, device, info, save_dir):
     if info.is_main:
         print(f"Saved the encoders to {save_dir}")
     return save_dir
-
-
-def load_checkpoint(save_dir, enc_img, enc_txt, optimizer):
-    path = os.path.join(save_dir, CHECKPOINT)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        enc_img.load_state_dict(state["encoder_img"])
-        enc_txt.load_state_dict(state["encoder_txt"])
-        optimizer.load_state_dict(state["optimizer"])
-    except Exception as err:
-        raise UserError(f"cannot resume from {path}: {state_dict_mismatch(err)}") from None
-    return state["step"]
 
 
 def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
@@ -360,27 +300,11 @@ def classify(x_train, x_test, y_train, y_test, seed):
 
 
 def evaluate(args, device):
-    if args.model_id is None:
-        raise UserError("--evaluate needs --model-id: the model folder to evaluate")
-    save_dir = os.path.join(args.model_dir, args.model_id)
-    if not os.path.isdir(save_dir):
-        raise UserError(f"model folder not found: {save_dir}")
-    saved = read_saved_args(os.path.join(save_dir, "args.json"), build_parser())
-    check_writable(save_dir, "results.csv")
-    if args.load_args:
-        restored = {k: saved[k] for k in LOADED_ARGS if k in saved}
-        for k, v in restored.items():
-            setattr(args, k, v)
-        print(f"Restored from args.json: {', '.join(f'{k}={v}' for k, v in restored.items())}")
-        if args.text_encoder not in TEXT_ENCODERS:
-            raise UserError(f"args.json in {save_dir} names an unknown text encoder "
-                            f"{args.text_encoder!r}")
-    train_seed = saved.get("seed")
-    seed = evaluation_seed(args.seed, train_seed)
-    args.seed = seed
+    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS)
+    seed = args.seed
     set_seed(seed)
     print_args(args)
-    print(f"Evaluation seed {seed} (training seed {train_seed}); device {device}")
+    print(f"Evaluation seed {seed} (training seed {saved.get('seed')}); device {device}")
 
     vocab, vocab_path = model_vocabulary(args, save_dir)
     sequence_length = saved.get("sequence_length")
@@ -443,30 +367,13 @@ def evaluate(args, device):
 
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     print(results.to_string())  # before writing: a failed write (full disk) loses nothing
-    path = os.path.join(save_dir, "results.csv")
-    atomic_write_json(os.path.join(save_dir, "evaluation.json"),
-                      {**{k: v for k, v in vars(args).items() if k not in ("model_dir", "model_id")},
-                       "training_seed": train_seed, "val_loss": loss["val"], "test_loss": loss["test"]})
-    atomic_write_csv(results, path, index=True)
-    print(f"Saved {path}")
+    run.save_results(save_dir, results, args, saved, val_loss=loss["val"], test_loss=loss["test"])
+    print(f"Saved {os.path.join(save_dir, 'results.csv')}")
     return results
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_args(args)
-    # Data errors (datasets.DataError) are UserErrors, one line even when a
-    # DataLoader worker raised them.
-    info = init_distributed(args.no_cuda)
-    try:
-        device = device_for(info, args.no_cuda)
-        if args.evaluate:  # rank 0 alone: evaluation is cheap next to training
-            return evaluate(args, device) if info.is_main else None
-        check_complete_data(args.datapath)
-        return train(args, device, info, given_flags(parser, argv))
-    finally:
-        cleanup(info)
+# Data errors (datasets.DataError) are UserErrors: one line, even when a DataLoader worker raised them.
+main = run.entry_point(build_parser, check_args, train, evaluate)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ encodings recover.
 """
 import argparse
 import os
-import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -22,20 +21,16 @@ from tqdm import tqdm
 
 import probes
 import recipe
+import run
 import spaces
-from distributed import (DistInfo, barrier, broadcast_object, cleanup, device_for,
-                         gather_with_grad, init_distributed, local_slice, mean_over_ranks, wrap_ddp)
+from distributed import DistInfo, gather_with_grad, local_slice, mean_over_ranks, wrap_ddp
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, symmetric_lp_loss
-from utils import (FolderLock, UserError, all_finite, atomic_torch_save, atomic_write_csv,
-                   atomic_write_json, check_finite, check_model_id, check_writable, draw_seed,
-                   evaluation_seed, first_line, given_flags, load_into, new_model_id, read_saved_args,
-                   refuse_existing_model, resume_settings, run_cli, set_seed, should_log,
-                   state_dict_mismatch)
+from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
+                   load_into, run_cli, set_seed, should_log)
 
 EVAL_BATCH = 4096
-CHECKPOINT = "checkpoint.pt"  # encoders, optimiser, step and random streams, for --resume
 TARGETS = ("c", "s", "s~", "m1", "m2", "c'")
 # Settings that --load-args restores from args.json, as the published script does,
 # plus the covariance option that only this implementation has.
@@ -48,8 +43,7 @@ DISCRETE_FLAGS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", type=str, default="models")
-    p.add_argument("--model-id", type=str, default=None)
+    run.add_arguments(p, batch_size=6144, lr=1e-4, train_steps=300001, log_steps=1000)
     p.add_argument("--encoding-size", type=int, default=5)
     p.add_argument("--content-n", type=int, default=5)
     p.add_argument("--style-n", type=int, default=5)
@@ -69,43 +63,29 @@ def build_parser():
     p.add_argument("--n-mixing-layer", type=int, default=3)
     p.add_argument("--shared-mixing", action="store_true")
     p.add_argument("--shared-encoder", action="store_true")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=6144)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--train-steps", type=int, default=300001)
-    p.add_argument("--log-steps", type=int, default=1000)
-    p.add_argument("--evaluate", action="store_true")
     p.add_argument("--num-eval-batches", type=int, default=5)
     p.add_argument("--permuted-content", action="store_true")
     p.add_argument("--mlp-eval", action="store_true")
-    p.add_argument("--no-cuda", action="store_true")
-    p.add_argument("--load-args", action="store_true")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted training run from its last checkpoint "
-                        "(--train-steps may extend it; other settings are the run's own)")
     p.add_argument("--cpu-generator", action="store_true",
                    help="evaluating a folder of the published scripts without CUDA: state that its "
                         "B and a were drawn on the CPU (it was trained without a GPU)")
-    recipe.add_arguments(p)
     return p
 
 
 def check_args(args):
+    run.check_arguments(args)
     at_least = {"--content-n": (args.content_n, 1), "--style-n": (args.style_n, 0),
                 "--modality-n": (args.modality_n, 0), "--encoding-size": (args.encoding_size, 1),
-                "--n-mixing-layer": (args.n_mixing_layer, 1), "--batch-size": (args.batch_size, 1),
-                "--train-steps": (args.train_steps, 1), "--log-steps": (args.log_steps, 1),
+                "--n-mixing-layer": (args.n_mixing_layer, 1),
                 "--num-eval-batches": (args.num_eval_batches, 1)}
     for flag, (value, low) in at_least.items():
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
     if not 0.0 <= args.style_change_prob <= 1.0:
         raise UserError(f"--style-change-prob must be in [0, 1], got {args.style_change_prob}")
-    for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param), ("--lr", args.lr)):
+    for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param)):
         check_finite(flag, value)
-    check_model_id(args.model_id)
     check_discrete(args)
-    recipe.check_arguments(args)
 
 
 def flag_of(key):
@@ -210,27 +190,6 @@ def quick_probe(space, net, loss_fn, generator, seed, save_dir="", step=0):
     return loss, r2
 
 
-# Flags that --resume takes from the command line rather than from args.json.
-RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
-RESUME_HONOURED = ("train_steps", "log_steps")
-
-
-def start_model_folder(args, save_dir, info, given):
-    """Write args.json, or with --resume take the run's settings from it."""
-    args_path = os.path.join(save_dir, "args.json")
-    if args.resume:
-        if not os.path.exists(os.path.join(save_dir, CHECKPOINT)):
-            raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
-        saved = read_saved_args(args_path, build_parser())
-        resume_settings(args, saved, given, RESUME_OWN, RESUME_HONOURED, args_path)
-        check_args(args)
-        return
-    refuse_existing_model(save_dir, CHECKPOINT)
-    if args.batch_size % info.world_size:
-        raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
-                        f"{info.world_size} processes")
-
-
 def build_training(args, device):
     space = build_latent_space(args, args.seed, device)
     rng = np.random.default_rng(args.seed)
@@ -248,31 +207,12 @@ def build_training(args, device):
 def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
     for name in ("g1", "g2"):
         atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
-    atomic_torch_save({"step": step, "g1": net.g1.state_dict(), "g2": net.g2.state_dict(),
-                       "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
-                       "probe_generator": probe_gen.get_state()},
-                      os.path.join(save_dir, CHECKPOINT))
-
-
-def load_checkpoint(save_dir, net, optimizer, gen, probe_gen):
-    path = os.path.join(save_dir, CHECKPOINT)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.g1.load_state_dict(state["g1"])
-        net.g2.load_state_dict(state["g2"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        probe_gen.set_state(state["probe_generator"])
-    except Exception as err:
-        raise UserError(f"cannot resume from {path}: {state_dict_mismatch(err)}") from None
-    return state["step"]
+    run.save_checkpoint(save_dir, step, {"g1": net.g1, "g2": net.g2}, optimizer,
+                        generator=gen.get_state(), probe_generator=probe_gen.get_state())
 
 
 def train(args, device, info=DistInfo(), given=()):
-    save_dir = os.path.join(args.model_dir, args.model_id)
-    with FolderLock(save_dir) if info.is_main else nullcontext():
-        start_model_folder(args, save_dir, info, given)
-        barrier(info)  # every rank has checked the folder before rank 0 fills it
+    with run.training_folder(args, build_parser(), info, given, check=check_args) as save_dir:
         set_seed(args.seed)
         space, net = build_training(args, device)
         if info.is_main:
@@ -293,10 +233,11 @@ def run_training(args, device, info, save_dir, space, net):
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
     first = 1
     if args.resume:
-        first = load_checkpoint(save_dir, net, optimizer, gen, probe_gen) + 1
-        if first > args.train_steps:
-            raise UserError(f"{save_dir} is already trained to step {first - 1}; pass a larger "
-                            f"--train-steps with --resume to train it further")
+        def restore(state):
+            gen.set_state(state["generator"])
+            probe_gen.set_state(state["probe_generator"])
+        first = run.load_checkpoint(save_dir, {"g1": net.g1, "g2": net.g2}, optimizer, restore,
+                                    args.train_steps)
     ddp_net = wrap_ddp(net, info, device)
 
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
@@ -325,22 +266,11 @@ def run_training(args, device, info, save_dir, space, net):
 
 
 def load_for_evaluation(args):
-    save_dir = os.path.join(args.model_dir, args.model_id)
-    if not os.path.isdir(save_dir):
-        raise UserError(f"model folder not found: {save_dir}")
-    saved = read_saved_args(os.path.join(save_dir, "args.json"), build_parser())
-    if args.load_args:
-        for key in LOADED_ARGS:
-            if key in saved:
-                setattr(args, key, saved[key])
+    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True)
     for key in DISCRETE_FLAGS.values():
         if saved.get(key, 0) != getattr(args, key):
             raise UserError(f"{save_dir} was trained with {flag_of(key)} {saved.get(key, 0)}, "
                             f"not {getattr(args, key)}; add --load-args")
-    train_seed = saved.get("seed")
-    if train_seed is None:
-        raise UserError(f"{save_dir}/args.json records no training seed")
-    args.seed = evaluation_seed(args.seed, train_seed)
     return save_dir, saved
 
 
@@ -409,7 +339,6 @@ def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
 
 def evaluate(args, device):
     save_dir, saved = load_for_evaluation(args)
-    check_writable(save_dir, "results.csv")
     print(f"Evaluation seed {args.seed} (training seed {saved['seed']}); device {device}")
     set_seed(args.seed)
     params = saved_latent_params(save_dir, args)
@@ -431,13 +360,8 @@ def evaluate(args, device):
     results = probe_results(args, val, test, device)
     print("Regression results:")
     print(results.to_string(index=False))
-    # Written after printing, so that a failed write (a full disk) loses nothing.
-    atomic_write_json(os.path.join(save_dir, "evaluation.json"),
-                      {**{k: v for k, v in vars(args).items()
-                          if k not in ("model_dir", "model_id", "evaluate")},
-                       "training_seed": saved["seed"], "val_loss": val_loss, "test_loss": test_loss,
-                       "eval_batch": EVAL_BATCH, "command": " ".join(sys.argv)})
-    atomic_write_csv(results, os.path.join(save_dir, "results.csv"), index=True)
+    run.save_results(save_dir, results, args, saved, val_loss=val_loss, test_loss=test_loss,
+                     eval_batch=EVAL_BATCH)
     return results
 
 
@@ -466,24 +390,7 @@ def probe_results(args, val, test, device):
     return pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"])
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.model_id is None and (args.evaluate or args.resume):
-        raise UserError("--evaluate and --resume need the --model-id of a trained model")
-    check_args(args)
-    info = init_distributed(args.no_cuda)
-    try:
-        device = device_for(info, args.no_cuda)
-        if args.evaluate:  # evaluation is cheap next to training: rank 0 alone does it
-            return evaluate(args, device) if info.is_main else None
-        if args.model_id is None:
-            args.model_id = broadcast_object(new_model_id(), info)
-        if args.seed is None:
-            args.seed = broadcast_object(draw_seed(), info)
-        return train(args, device, info, given_flags(parser, argv))
-    finally:
-        cleanup(info)
+main = run.entry_point(build_parser, check_args, train, evaluate)
 
 
 if __name__ == "__main__":
