@@ -31,13 +31,18 @@ from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, 
                    load_into, run_cli, set_seed, should_log)
 
 EVAL_BATCH = 4096
-TARGETS = ("c", "s", "s~", "m1", "m2", "c'")
+
+
+def targets(n_views=2):
+    """What the probes predict: c, s, s~, (s~3, ...,) m1, m2, (m3, ...,) and c', the permuted content."""
+    return (*spaces.block_names(n_views), "c'")
+
 # Settings that --load-args restores from args.json, as the published script does,
 # plus the covariance option that only this implementation has.
 LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent_style",
                "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
                "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
-               "discrete_content", "discrete_style", "discrete_modality")
+               "discrete_content", "discrete_style", "discrete_modality", "n_views")
 DISCRETE_FLAGS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete_modality"}
 
 
@@ -63,6 +68,9 @@ def build_parser():
     p.add_argument("--n-mixing-layer", type=int, default=3)
     p.add_argument("--shared-mixing", action="store_true")
     p.add_argument("--shared-encoder", action="store_true")
+    p.add_argument("--n-views", type=int, default=2, metavar="K",
+                   help="views of the shared content, each with its own mixing function, "
+                        "modality-specific block and style change (default 2, the paper's)")
     p.add_argument("--num-eval-batches", type=int, default=5)
     p.add_argument("--permuted-content", action="store_true")
     p.add_argument("--mlp-eval", action="store_true")
@@ -76,7 +84,7 @@ def check_args(args):
     run.check_arguments(args)
     at_least = {"--content-n": (args.content_n, 1), "--style-n": (args.style_n, 0),
                 "--modality-n": (args.modality_n, 0), "--encoding-size": (args.encoding_size, 1),
-                "--n-mixing-layer": (args.n_mixing_layer, 1),
+                "--n-mixing-layer": (args.n_mixing_layer, 1), "--n-views": (args.n_views, 2),
                 "--num-eval-batches": (args.num_eval_batches, 1)}
     for flag, (value, low) in at_least.items():
         if value < low:
@@ -109,42 +117,64 @@ def check_discrete(args):
 def build_latent_space(args, train_seed, device, saved_params=None):
     params = saved_params if saved_params is not None else spaces.draw_parameters(
         train_seed, args.content_n, args.style_n, args.modality_n, args.statistical_dependence,
-        args.content_dependent_style, args.independent_covariances)
+        args.content_dependent_style, args.independent_covariances, n_views=args.n_views)
     discrete = {block: getattr(args, key) for block, key in DISCRETE_FLAGS.items()}
     return spaces.LatentSpace(args.content_n, args.style_n, args.modality_n, args.style_change_prob,
-                              args.c_param, args.m_param, params, device, discrete)
+                              args.c_param, args.m_param, params, device, discrete, args.n_views)
 
 
 def build_encoders(args, dim):
-    g1 = simulation_encoder(dim, args.encoding_size)
-    g2 = g1 if args.shared_encoder else simulation_encoder(dim, args.encoding_size)
-    return g1, g2
+    """g1, ..., gK (one shared network with --shared-encoder)."""
+    encoders = [simulation_encoder(dim, args.encoding_size)]
+    for _ in range(1, args.n_views):
+        encoders.append(encoders[0] if args.shared_encoder else simulation_encoder(dim, args.encoding_size))
+    return encoders
 
 
-class PairEncoder(nn.Module):
-    """h1 = g1 o f1 and h2 = g2 o f2 as one module (so DDP can wrap both encoders)."""
+class ViewEncoder(nn.Module):
+    """h_k = g_k o f_k for every view k as one module, so that DDP wraps all encoders once.
 
-    def __init__(self, f1, g1, f2, g2):
+    Keyed f1, g1, f2, g2, ... (shared networks appear under several keys);
+    forward takes the K views and returns {"hz1": h1(z1), ..., "hzK": hK(zK)}."""
+
+    def __init__(self, mixings, encoders):
         super().__init__()
-        self.f1, self.g1, self.f2, self.g2 = f1, g1, f2, g2
+        self.nets = nn.ModuleDict()
+        for k, (f, g) in enumerate(zip(mixings, encoders), 1):
+            self.nets[f"f{k}"], self.nets[f"g{k}"] = f, g
+        self.n_views = len(encoders)
 
-    def forward(self, z1, z2):
-        if self.f1 is self.f2 and self.g1 is self.g2:  # one pass through the one network
-            return self.g1(self.f1(torch.cat((z1, z2)))).chunk(2)
-        return self.g1(self.f1(z1)), self.g2(self.f2(z2))
+    def encoders(self):
+        """{"g1": g1, ...}: the trained networks, under their checkpoint names."""
+        return {f"g{k}": self.nets[f"g{k}"] for k in range(1, self.n_views + 1)}
+
+    def mixings(self):
+        return {f"f{k}": self.nets[f"f{k}"] for k in range(1, self.n_views + 1)}
+
+    def encode(self, view, z):
+        return self.nets[f"g{view}"](self.nets[f"f{view}"](z))
+
+    def forward(self, *views):
+        names = [f"hz{k}" for k in range(1, self.n_views + 1)]
+        if len(set(map(id, self.mixings().values()))) == 1 and len(set(map(id, self.encoders().values()))) == 1:
+            return dict(zip(names, self.encode(1, torch.cat(views)).chunk(self.n_views)))  # one pass
+        return {name: self.encode(k, z) for k, (name, z) in enumerate(zip(names, views), 1)}
 
 
 def contrastive_loss(loss_fn, net, blocks, n, info=DistInfo(), autocast=nullcontext):
-    """Symmetric L2 InfoNCE of the first n pairs of `blocks` against the rest as negatives.
+    """Symmetric L2 InfoNCE of the first n tuples of `blocks` against the rest as negatives.
 
-    Pairs and negatives go through each network in one pass. Under DDP, `blocks`
-    are this rank's rows and the negatives of every rank are gathered, so each
-    anchor sees all negatives of the global batch."""
+    With K views it is the mean over the K (K - 1) / 2 pairs of views of the
+    two-view objective (for two views: that objective itself). Pairs and negatives
+    go through each network in one pass. Under DDP, `blocks` are this rank's rows
+    and the negatives of every rank are gathered, so each anchor sees all
+    negatives of the global batch."""
     with autocast():  # --precision bf16: the networks only; the loss stays float32
-        h1, h2 = net(*spaces.LatentSpace.views(blocks))
-    h1, h2 = h1.float(), h2.float()
-    h1_neg, h2_neg = gather_with_grad(h1[n:], info), gather_with_grad(h2[n:], info)
-    return symmetric_lp_loss(loss_fn, h1[:n], h2[:n], h1_neg, h2_neg)
+        hs = [h.float() for h in net(*spaces.LatentSpace.views(blocks)).values()]
+    negatives = [gather_with_grad(h[n:], info) for h in hs]
+    pairs = [(i, j) for i in range(len(hs)) for j in range(i + 1, len(hs))]
+    losses = [symmetric_lp_loss(loss_fn, hs[i][:n], hs[j][:n], negatives[i], negatives[j]) for i, j in pairs]
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 def local_rows(blocks, batch_size, info):
@@ -176,13 +206,13 @@ def quick_probe(space, net, loss_fn, generator, seed, save_dir="", step=0):
         blocks = space.sample(2 * EVAL_BATCH, generator)
         loss = contrastive_loss(loss_fn, net, blocks, EVAL_BATCH).item()
         blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
-        hz1 = net.g1(net.f1(space.views(blocks)[0])).cpu().numpy()
+        hz1 = net.encode(1, space.views(blocks)[0]).cpu().numpy()
     if not (np.isfinite(loss) and np.isfinite(hz1).all()):
         raise UserError(f"training diverged by step {step} (non-finite encodings; try a lower --lr); "
                         f"the last good checkpoint in {save_dir} is kept")
     hz1 = (hz1 - hz1.mean(0)) / np.where(hz1.std(0) > 0, hz1.std(0), 1.0)
     r2 = {}
-    for k in ("c", "s", "s~", "m1", "m2"):
+    for k in spaces.block_names(space.n_views):
         y = blocks[k].cpu().numpy()
         if y.shape[1]:
             x_tr, x_te, y_tr, y_te = train_test_split(hz1, y, random_state=seed)
@@ -195,19 +225,20 @@ def build_training(args, device):
     rng = np.random.default_rng(args.seed)
     dim = space.view_dim
     try:
-        f1 = construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
-        f2 = f1 if args.shared_mixing else construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)
-        g1, g2 = build_encoders(args, dim)
-        return space, PairEncoder(f1, g1, f2, g2).to(device)
+        mixings = [construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng)]
+        for _ in range(1, args.n_views):
+            mixings.append(mixings[0] if args.shared_mixing
+                           else construct_invertible_mlp(dim, args.n_mixing_layer, rng=rng))
+        return space, ViewEncoder(mixings, build_encoders(args, dim)).to(device)
     except (MemoryError, RuntimeError) as err:  # e.g. --encoding-size 1000000000
         raise UserError(f"the networks for these sizes do not fit in memory (latent dimension {dim}, "
                         f"--encoding-size {args.encoding_size}): {first_line(err)}") from None
 
 
 def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
-    for name in ("g1", "g2"):
-        atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
-    run.save_checkpoint(save_dir, step, {"g1": net.g1, "g2": net.g2}, optimizer,
+    for name, g in net.encoders().items():
+        atomic_torch_save(g.state_dict(), os.path.join(save_dir, f"{name}.pt"))
+    run.save_checkpoint(save_dir, step, net.encoders(), optimizer,
                         generator=gen.get_state(), probe_generator=probe_gen.get_state())
 
 
@@ -220,13 +251,13 @@ def train(args, device, info=DistInfo(), given=()):
         if info.is_main and not args.resume:
             spaces.save_parameters(space.params, os.path.join(save_dir, spaces.PARAMS_FILE),
                                    atomic_torch_save)
-            for name in ("f1", "f2"):
-                atomic_torch_save(getattr(net, name).state_dict(), os.path.join(save_dir, f"{name}.pt"))
+            for name, f in net.mixings().items():
+                atomic_torch_save(f.state_dict(), os.path.join(save_dir, f"{name}.pt"))
         run_training(args, device, info, save_dir, space, net)
 
 
 def run_training(args, device, info, save_dir, space, net):
-    params = list({id(p): p for p in [*net.g1.parameters(), *net.g2.parameters()]}.values())
+    params = list({id(p): p for g in net.encoders().values() for p in g.parameters()}.values())
     optimizer = recipe.build_optimizer(params, args)
     loss_fn = LpSimCLRLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -236,7 +267,7 @@ def run_training(args, device, info, save_dir, space, net):
         def restore(state):
             gen.set_state(state["generator"])
             probe_gen.set_state(state["probe_generator"])
-        first = run.load_checkpoint(save_dir, {"g1": net.g1, "g2": net.g2}, optimizer, restore,
+        first = run.load_checkpoint(save_dir, net.encoders(), optimizer, restore,
                                     args.train_steps)
     ddp_net = wrap_ddp(net, info, device)
 
@@ -249,7 +280,7 @@ def run_training(args, device, info, save_dir, space, net):
         logging = should_log(step, args.log_steps, args.train_steps)
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
             value = loss.item()
-            if not np.isfinite(value) or (logging and not all_finite((net.g1, net.g2))):
+            if not np.isfinite(value) or (logging and not all_finite(net.encoders().values())):
                 raise UserError(f"training diverged by step {step} (non-finite loss or weights; "
                                 f"try a lower --lr); the last good checkpoint in {save_dir} is kept")
             bar.set_postfix(loss=f"{value:.4f}")
@@ -310,12 +341,12 @@ def published_latent_params(args, saved, save_dir):
     return spaces.draw_parameters(saved["seed"], args.content_n, args.style_n, args.modality_n,
                                   args.statistical_dependence, args.content_dependent_style,
                                   args.independent_covariances, published=True,
-                                  generator_device=device)
+                                  generator_device=device, n_views=args.n_views)
 
 
 def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
-    """Encodings, latent targets and mean loss of n_batches x 4096 fresh pairs."""
-    out = {k: [] for k in (*TARGETS, "hz1", "hz2")}
+    """Encodings, latent targets and mean loss of n_batches x 4096 fresh pairs (or K-tuples)."""
+    out = {k: [] for k in (*targets(space.n_views), *(f"hz{k}" for k in range(1, space.n_views + 1)))}
     losses = []
     with torch.no_grad():
         for _ in range(n_batches):
@@ -327,11 +358,9 @@ def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
                 perm = torch.randperm(EVAL_BATCH, device=space.device, generator=generator)
                 content = blocks["c"][perm]
                 out["c'"].append(content.cpu().numpy())
-            z1, z2 = space.views(blocks, content)
-            hz1, hz2 = net(z1, z2)
-            out["hz1"].append(hz1.cpu().numpy())
-            out["hz2"].append(hz2.cpu().numpy())
-            for k in ("c", "s", "s~", "m1", "m2"):
+            for name, h in net(*space.views(blocks, content)).items():
+                out[name].append(h.cpu().numpy())
+            for k in spaces.block_names(space.n_views):
                 out[k].append(blocks[k].cpu().numpy())
     data = {k: np.concatenate(v) if v else np.zeros((n_batches * EVAL_BATCH, 0)) for k, v in out.items()}
     return data, float(np.mean(losses))
@@ -353,7 +382,7 @@ def evaluate(args, device):
     test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
     print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")
     for split, data in (("validation", val), ("test", test)):
-        if not (np.isfinite(data["hz1"]).all() and np.isfinite(data["hz2"]).all()):
+        if not all(np.isfinite(data[f"hz{k}"]).all() for k in range(1, args.n_views + 1)):
             raise UserError(f"the encoders of {save_dir} give non-finite encodings on the {split} set "
                             "(a diverged training?)")
 
@@ -366,27 +395,31 @@ def evaluate(args, device):
 
 
 def load_networks(args, save_dir, dim, device):
-    f1 = load_into(mlp_shell(dim, args.n_mixing_layer), os.path.join(save_dir, "f1.pt"))
-    f2 = f1 if args.shared_mixing else load_into(mlp_shell(dim, args.n_mixing_layer),
-                                                 os.path.join(save_dir, "f2.pt"))
-    g1, g2 = build_encoders(args, dim)
-    load_into(g1, os.path.join(save_dir, "g1.pt"))
-    if not args.shared_encoder:
-        load_into(g2, os.path.join(save_dir, "g2.pt"))
-    return PairEncoder(f1, g1, f2, g2).to(device).eval()
+    """The saved f1.pt, ..., g1.pt, ... (a shared network is loaded from its first file)."""
+    views = range(1, args.n_views + 1)
+    mixings = [load_into(mlp_shell(dim, args.n_mixing_layer), os.path.join(save_dir, "f1.pt"))]
+    mixings += [mixings[0] if args.shared_mixing else load_into(
+        mlp_shell(dim, args.n_mixing_layer), os.path.join(save_dir, f"f{k}.pt")) for k in views[1:]]
+    encoders = build_encoders(args, dim)
+    for k in views[:1] if args.shared_encoder else views:
+        load_into(encoders[k - 1], os.path.join(save_dir, f"g{k}.pt"))
+    return ViewEncoder(mixings, encoders).to(device).eval()
 
 
 def probe_results(args, val, test, device):
+    """Every latent block predicted from every view's encoding: rows hz1 x targets, ..., hzK x targets."""
     rows = []
-    n_real = sum(val[k].shape[1] > 0 for k in TARGETS)
+    names = targets(args.n_views)
+    n_real = sum(val[k].shape[1] > 0 for k in names)
     per_encoding = n_real if args.mlp_eval else probes.krr_work_units(n_real)
-    with tqdm(total=2 * per_encoding, desc="probes", unit="fit", dynamic_ncols=True) as bar:
-        for enc in ("hz1", "hz2"):
+    encodings = [f"hz{k}" for k in range(1, args.n_views + 1)]
+    with tqdm(total=len(encodings) * per_encoding, desc="probes", unit="fit", dynamic_ncols=True) as bar:
+        for enc in encodings:
             x_val, x_test = probes.standardize(val[enc], test[enc])
             scores = probes.regression_scores(
-                x_val, x_test, {k: (val[k], test[k]) for k in TARGETS},
+                x_val, x_test, {k: (val[k], test[k]) for k in names},
                 nonlinear="mlp" if args.mlp_eval else "krr", device=device, progress=bar.update)
-            rows += [(enc, k, *scores[k]) for k in TARGETS]
+            rows += [(enc, k, *scores[k]) for k in names]
     return pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"])
 
 

@@ -1,8 +1,13 @@
-"""Latent spaces of the numerical simulation and the sampling of (z1, z2) pairs.
+"""Latent spaces of the numerical simulation and the sampling of (z1, z2) pairs, or K-tuples.
 
 z = (c, s, m1, m2); a pair shares content c, the second view sees perturbed
 style s~ = s + mask * eps, and each view has its own modality-specific block:
 z1 = (c, s, m1), z2 = (c, s~, m2). Sampling runs in torch on any device.
+
+With K > 2 views (as in Yao et al., ICLR 2024, who extend this paper's result
+to any number of views) every view k >= 2 perturbs the style on its own,
+s~k = s + mask_k * eps_k (named "s~" for k = 2, "s~3", "s~4", ...), and has its
+own modality-specific block mk: zk = (c, s~k, mk). Content is shared by all.
 
 A block may instead be discrete (the paper's Figure 5 setting, which the
 published scripts cannot run): each dimension uniform on k evenly spaced values,
@@ -15,6 +20,16 @@ from scipy.stats import wishart
 
 BLOCKS = ("c", "s", "a", "m1", "m2")  # covariance names: content, style, style change, modalities
 PARAMS_FILE = "latent_space.pt"
+
+
+def style_key(view):
+    """The style block that view `view` (1-based) sees: s, s~, s~3, s~4, ..."""
+    return "s" if view == 1 else "s~" if view == 2 else f"s~{view}"
+
+
+def block_names(n_views=2):
+    """Every latent block of a sample, in the order of evaluation targets: c, s, s~, ..., m1, m2, ..."""
+    return ("c", *(style_key(k) for k in range(1, n_views + 1)), *(f"m{k}" for k in range(1, n_views + 1)))
 SHIFT_STREAM = 1  # spawn key of the stream that draws B and a in new runs
 
 
@@ -25,7 +40,7 @@ def _wishart(n, random_state):
 
 def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence,
                     content_dependent_style, independent_covariances=False, published=False,
-                    generator_device="cpu"):
+                    generator_device="cpu", n_views=2):
     """The parameters of the latent distribution that a training seed fixes.
 
     The covariances follow the published recipe by default: every Wishart draw
@@ -41,9 +56,10 @@ def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence
     """
     params = {}
     if statistical_dependence:
-        sizes = {"c": content_n, "s": style_n, "a": style_n, "m1": modality_n, "m2": modality_n}
-        streams = np.random.SeedSequence(seed).spawn(len(BLOCKS))
-        for name, stream in zip(BLOCKS, streams):
+        names = (*BLOCKS, *(f"m{k}" for k in range(3, n_views + 1)))  # more views: more blocks
+        sizes = {"c": content_n, "s": style_n, "a": style_n, **{n: modality_n for n in names[3:]}}
+        streams = np.random.SeedSequence(seed).spawn(len(names))
+        for name, stream in zip(names, streams):
             if sizes[name] > 0:
                 state = np.random.RandomState(stream.generate_state(1)) if independent_covariances else seed
                 params[f"Sigma_{name}"] = _wishart(sizes[name], state)
@@ -68,15 +84,16 @@ class LatentSpace:
     blocks not named are Gaussian."""
 
     def __init__(self, content_n, style_n, modality_n, style_change_prob=1.0, c_param=1.0,
-                 m_param=1.0, params=None, device="cpu", discrete=None):
+                 m_param=1.0, params=None, device="cpu", discrete=None, n_views=2):
         self.content_n, self.style_n, self.modality_n = content_n, style_n, modality_n
+        self.n_views = n_views
         self.style_change_prob = style_change_prob
         self.c_param, self.m_param = c_param, m_param
         self.params = dict(params or {})
         self.device = torch.device(device)
         # Cholesky factors in float64 on the CPU: Wishart draws with df = n can be ill-conditioned.
-        self._chol = {name: torch.linalg.cholesky(self.params[f"Sigma_{name}"]).float().to(self.device)
-                      for name in BLOCKS if f"Sigma_{name}" in self.params}
+        self._chol = {key[len("Sigma_"):]: torch.linalg.cholesky(value).float().to(self.device)
+                      for key, value in self.params.items() if key.startswith("Sigma_")}
         self._B = self.params["B"].float().to(self.device) if "B" in self.params else None
         self._a = self.params["a"].float().to(self.device) if "a" in self.params else None
         self._levels = {b: discrete_levels(k, m_param).to(self.device)
@@ -90,7 +107,7 @@ class LatentSpace:
 
     def _draw(self, name, n, width, generator):
         """A latent block: discrete values where the block is discrete, else Gaussian."""
-        block = "m" if name in ("m1", "m2") else name
+        block = "m" if name.startswith("m") else name
         if block in self._levels:
             levels = self._levels[block]
             return levels[torch.randint(len(levels), (n, width), device=self.device, generator=generator)]
@@ -103,27 +120,35 @@ class LatentSpace:
         return eps * scale
 
     def sample(self, n, generator=None):
-        """A dict of latent blocks c, s, s~, m1, m2 for n pairs."""
+        """A dict of latent blocks c, s, s~, m1, m2 for n pairs (and s~k, mk for more views).
+
+        The draws come in a fixed order (c, s, m1, m2, ..., then each view's style
+        change), so two views give the same samples for a seed as ever."""
         nc, ns, nm = self.content_n, self.style_n, self.modality_n
         c = self._draw("c", n, nc, generator)
         s = self._draw("s", n, ns, generator)
-        m1 = self._draw("m1", n, nm, generator)
-        m2 = self._draw("m2", n, nm, generator)
+        m = {f"m{k}": self._draw(f"m{k}", n, nm, generator) for k in range(1, self.n_views + 1)}
         if self._B is not None:
             s = s + c @ self._B.T + self._a
-        mask = torch.rand(n, ns, device=self.device, generator=generator) < self.style_change_prob
+        blocks = {"c": c, "s": s}
+        for view in range(2, self.n_views + 1):
+            blocks[style_key(view)] = self._perturbed(s, n, generator)
+        return {**blocks, **m}
+
+    def _perturbed(self, s, n, generator):
+        """Style as another view sees it: each dimension changes with probability p."""
+        mask = torch.rand(n, self.style_n, device=self.device, generator=generator) < self.style_change_prob
         if "s" in self._levels:
-            s_tilde = torch.where(mask, self._draw("s", n, ns, generator), s)
-        else:
-            s_tilde = s + mask * self._normal("a", n, ns, self.c_param, generator)
-        return {"c": c, "s": s, "s~": s_tilde, "m1": m1, "m2": m2}
+            return torch.where(mask, self._draw("s", n, self.style_n, generator), s)
+        return s + mask * self._normal("a", n, self.style_n, self.c_param, generator)
 
     @staticmethod
     def views(blocks, content=None):
-        """z1 = (c, s, m1) and z2 = (c, s~, m2); `content` replaces c in both views."""
+        """(z1, ..., zK): z1 = (c, s, m1), z2 = (c, s~, m2), zk = (c, s~k, mk); `content`
+        replaces c in every view."""
         c = blocks["c"] if content is None else content
-        return (torch.cat((c, blocks["s"], blocks["m1"]), 1),
-                torch.cat((c, blocks["s~"], blocks["m2"]), 1))
+        n_views = sum(1 for key in blocks if key[0] == "m")
+        return tuple(torch.cat((c, blocks[style_key(k)], blocks[f"m{k}"]), 1) for k in range(1, n_views + 1))
 
 
 def save_parameters(params, path, atomic_save):

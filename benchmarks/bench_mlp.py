@@ -43,7 +43,7 @@ def setup(device, seed=0):
     rng = np.random.default_rng(seed)
     f1, f2 = (construct_invertible_mlp(DIM, 3, rng=rng, n_iter_cond_thresh=2000).to(device) for _ in range(2))
     g1, g2 = main_mlp.build_encoders(args, DIM)
-    net = main_mlp.PairEncoder(f1, g1, f2, g2).to(device)
+    net = main_mlp.ViewEncoder([f1, f2], [g1, g2]).to(device)
     params = list(g1.parameters()) + list(g2.parameters())
     return space, net, params, torch.optim.Adam(params, lr=1e-4)
 
@@ -68,7 +68,7 @@ def reference_loss(a, b, n):
 
 
 def reference_step(net, params, optimizer, batch, device):
-    f1, g1, f2, g2 = net.f1, net.g1, net.f2, net.g2
+    f1, g1, f2, g2 = (net.nets[k] for k in ("f1", "g1", "f2", "g2"))
     z1, z2 = reference_sample(batch, device)
     z1n, z2n = reference_sample(batch, device)
     h1, h2, h1n, h2n = g1(f1(z1)), g2(f2(z2)), g1(f1(z1n)), g2(f2(z2n))

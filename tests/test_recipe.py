@@ -52,10 +52,10 @@ def test_default_training_is_unchanged_by_the_recipe_options(tmp_path):
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_autocast_is_engaged_only_under_bf16(precision, dtype):
     space = main_mlp.spaces.LatentSpace(2, 2, 2)
-    net = main_mlp.PairEncoder(torch.nn.Linear(6, 6, bias=False), main_mlp.simulation_encoder(6, 2),
-                               torch.nn.Linear(6, 6, bias=False), main_mlp.simulation_encoder(6, 2))
+    net = main_mlp.ViewEncoder([torch.nn.Linear(6, 6, bias=False), torch.nn.Linear(6, 6, bias=False)],
+                               [main_mlp.simulation_encoder(6, 2), main_mlp.simulation_encoder(6, 2)])
     seen = []
-    net.g1[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    net.nets["g1"][0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     loss_fn = main_mlp.LpSimCLRLoss()
     blocks = space.sample(16, torch.Generator().manual_seed(0))
     loss = main_mlp.contrastive_loss(loss_fn, net, blocks, 8,
