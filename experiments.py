@@ -42,6 +42,7 @@ EXPERIMENTS = {
     "figure8": "Figure 8: table1's multimodal models evaluated with --permuted-content",
     "figure3": "Figure 3: image/text with position-dependent colour, by encoding size",
     "figure5": "Figure 5: multimodal simulation with discrete content, style or modality-specific latents",
+    "views": "Beyond the paper: K = 2, 3, 4 views of shared content (main_mlp.py --n-views K)",
 }
 # Table 1's rows: (p(chg), statistical dependence, content-dependent style).
 SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
@@ -51,6 +52,7 @@ ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
 # (p(chg) 0.75, no dependencies: Table 1's second row with discrete blocks).
 FIG5_ROWS = (("c",), ("s",), ("m",), ("c", "s", "m"))
 FIG5_K = 5
+VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) with K views
 DISCRETE_FLAGS = {"c": "--discrete-content", "s": "--discrete-style", "m": "--discrete-modality"}
 # Evaluation seed = training seed + this: fresh samples (the entry points refuse
 # the training seed), yet reproducible.
@@ -167,6 +169,8 @@ def sim_grid(experiment):
         return [(f"p0.75_disc{''.join(blocks)}{FIG5_K}_multi",
                  {"--style-change-prob": 0.75, **{DISCRETE_FLAGS[b]: FIG5_K for b in blocks}})
                 for blocks in FIG5_ROWS]
+    if experiment == "views":
+        return [(f"p1.0_k{k}_multi", {"--n-views": k}) for k in VIEW_COUNTS]
     modes = ("uni", "multi") if experiment == "table1" else ("multi",)
     grid = []
     for p, stat, cau in SIM_ROWS:

@@ -353,3 +353,10 @@ def test_run_command_logs_and_returns_exit_code(tmp_path):
     finally:
         experiments._STOP.clear()
     assert "no\n" not in log.read_text()
+
+
+def test_views_grid():
+    runs, generate = experiments.build_runs(["views"], "runs", "quick", range(3))
+    assert generate is None and len(runs) == 9
+    assert [r.row["--n-views"] for r in runs[::3]] == [2, 3, 4]
+    assert all(r.script == "main_mlp.py" and r.train_dir == r.run_dir for r in runs)

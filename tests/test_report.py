@@ -166,3 +166,25 @@ def test_cli_all_and_errors(tmp_path, capsys):
     os.rename(tmp_path / "table4", tmp_path / "mine")
     report.main([str(tmp_path / "mine"), "--experiment", "table4"])
     assert (tmp_path / "mine" / "table4.png").exists()
+
+
+def test_views_report(tmp_path):
+    folder = tmp_path / "views"
+    for k in (2, 3):
+        for seed in (0, 1):
+            path = folder / f"p1.0_k{k}_multi_s{seed}"
+            path.mkdir(parents=True)
+            (path / "args.json").write_text(json.dumps({"n_views": k, "seed": seed, "content_n": 2,
+                                                        "style_n": 2, "modality_n": 2, "encoding_size": 2,
+                                                        "batch_size": 256, "train_steps": 2001, "lr": 3e-4}))
+            names = ["c", "s", "s~", *(f"s~{v}" for v in range(3, k + 1)), *(f"m{v}" for v in range(1, k + 1))]
+            rows = [(f"hz{v}", f, 0.0, (0.9 + 0.02 * v if f == "c" else 0.05 if f == f"m{v}" else 0.01))
+                    for v in range(1, k + 1) for f in names]
+            pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"]).to_csv(
+                path / "results.csv")
+    report.write_report(str(folder), "views")
+    md = (folder / "report.md").read_text()
+    assert table_row(md, "| 2 |") == ["2", "0.93 ± 0.00", "0.92 ± 0.00", "0.01 ± 0.00", "0.05 ± 0.00",
+                                      "0.05 ± 0.00", "2"]
+    assert table_row(md, "| 3 |")[1:3] == ["0.94 ± 0.00", "0.92 ± 0.00"]
+    assert_png(folder / "views.png")
