@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distributed import DistInfo, gather_with_grad
+
 
 def pairwise_lp(a, b, p=2.0):
     """Matrix of sum_k |a_ik - b_jk|^p, without forming the n x m x d difference tensor for p = 2."""
@@ -75,6 +77,28 @@ def symmetric_lp_loss(loss_fn, h1, h2, h1_neg, h2_neg):
     return 0.5 * (l12[0] + l21[0])
 
 
+class MultiViewLpLoss(nn.Module):
+    """The simulation's objective for K views, across processes, as one scalar.
+
+    Takes each view's encodings of this rank's rows, the first n of them tuples
+    and the rest independent negatives; gathers the negatives of every rank
+    (with gradients), so each anchor sees all negatives of the global batch;
+    returns the mean over the K (K - 1) / 2 pairs of views of symmetric_lp_loss
+    (for two views, that loss itself)."""
+
+    def __init__(self, info=DistInfo(), base=None):
+        super().__init__()
+        self.info = info
+        self.base = base if base is not None else LpSimCLRLoss()
+
+    def forward(self, encodings, n):
+        negatives = [gather_with_grad(h[n:], self.info) for h in encodings]
+        k = len(encodings)
+        losses = [symmetric_lp_loss(self.base, encodings[i][:n], encodings[j][:n], negatives[i], negatives[j])
+                  for i in range(k) for j in range(i + 1, k)]
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+
 def _similarities(sim_metric, x, y):
     if isinstance(sim_metric, nn.CosineSimilarity):
         # Same values as the module on broadcast pairs, as one matrix product.
@@ -97,3 +121,18 @@ def symmetric_infonce(hz1, hz2, sim_metric, criterion, tau=1.0):
     """0.5 * (L(hz1, hz2) + L(hz2, hz1)). The 2n-way loss already uses every sample of
     both modalities as an anchor, so both terms are equal: computing one halves the work."""
     return infonce_loss(hz1, hz2, sim_metric, criterion, tau)
+
+
+class GatheredInfoNCE(nn.Module):
+    """The image/text objective across processes, as one scalar (as open_clip's ClipLoss):
+    every rank gathers the encodings of all ranks (with gradients) and scores the whole
+    global batch, so a run on N processes sees the negatives of a one-process run."""
+
+    def __init__(self, tau=1.0, info=DistInfo()):
+        super().__init__()
+        self.tau, self.info = tau, info
+        self.sim_metric, self.criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
+
+    def forward(self, hz1, hz2):
+        hz1, hz2 = gather_with_grad(hz1.float(), self.info), gather_with_grad(hz2.float(), self.info)
+        return symmetric_infonce(hz1, hz2, self.sim_metric, self.criterion, self.tau)

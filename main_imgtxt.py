@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
@@ -26,10 +25,10 @@ from tqdm import tqdm
 import probes
 import recipe
 import run
-from distributed import DistInfo, gather_with_grad, sync_batchnorm, wrap_ddp
+from distributed import DistInfo, sync_batchnorm, wrap_ddp
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
-from losses import symmetric_infonce
+from losses import GatheredInfoNCE
 from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
                    infinite_iterator, load_into, run_cli, set_seed, should_log)
 
@@ -170,7 +169,7 @@ def run_training(args, device, info, save_dir):
     params = list(enc_img.parameters()) + list(enc_txt.parameters())
     optimizer = recipe.build_optimizer(params, args)
     ddp_img, ddp_txt = wrap_ddp(enc_img, info, device), wrap_ddp(enc_txt, info, device)
-    sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
+    loss_fn = GatheredInfoNCE(args.tau, info)
     encoders = {"encoder_img": enc_img, "encoder_txt": enc_txt}
     first = run.load_checkpoint(save_dir, encoders, optimizer, train_steps=args.train_steps) \
         if args.resume else 1
@@ -200,10 +199,7 @@ def run_training(args, device, info, save_dir):
         recipe.set_lr(optimizer, step, args)
         with recipe.autocast(args, device):  # --precision bf16: the encoders only
             hz_img, hz_txt = ddp_img(images), ddp_txt(texts)
-        # Every rank scores the whole global batch: all negatives of a one-process run.
-        hz_img = gather_with_grad(hz_img.float(), info)
-        hz_txt = gather_with_grad(hz_txt.float(), info)
-        loss = symmetric_infonce(hz_img, hz_txt, sim_metric, criterion, args.tau)
+        loss = loss_fn(hz_img, hz_txt)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients over ranks here
         torch.nn.utils.clip_grad_norm_(params, max_norm=CLIP_NORM)
@@ -336,8 +332,7 @@ def evaluate(args, device):
             hint = "" if args.load_args else " (use --load-args to take the model's settings from args.json)"
             raise UserError(f"{err}{hint}") from None
 
-    sim_metric, criterion = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
-    loss_fn = lambda a, b: symmetric_infonce(a, b, sim_metric, criterion, args.tau)  # noqa: E731
+    loss_fn = GatheredInfoNCE(args.tau)  # evaluation runs in one process: nothing to gather
     hz, loss = {}, {}
     for split, ds in splits.items():
         hz[split], loss[split] = encode(ds, enc_img, enc_txt, args, device, loss_fn)

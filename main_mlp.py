@@ -23,10 +23,10 @@ import probes
 import recipe
 import run
 import spaces
-from distributed import DistInfo, gather_with_grad, local_slice, mean_over_ranks, wrap_ddp
+from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
-from losses import LpSimCLRLoss, symmetric_lp_loss
+from losses import MultiViewLpLoss
 from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
                    load_into, run_cli, set_seed, should_log)
 
@@ -161,20 +161,12 @@ class ViewEncoder(nn.Module):
         return {name: self.encode(k, z) for k, (name, z) in enumerate(zip(names, views), 1)}
 
 
-def contrastive_loss(loss_fn, net, blocks, n, info=DistInfo(), autocast=nullcontext):
-    """Symmetric L2 InfoNCE of the first n tuples of `blocks` against the rest as negatives.
-
-    With K views it is the mean over the K (K - 1) / 2 pairs of views of the
-    two-view objective (for two views: that objective itself). Pairs and negatives
-    go through each network in one pass. Under DDP, `blocks` are this rank's rows
-    and the negatives of every rank are gathered, so each anchor sees all
-    negatives of the global batch."""
+def contrastive_loss(loss_fn, net, blocks, n, autocast=nullcontext):
+    """The loss (a losses.MultiViewLpLoss) of the first n tuples of `blocks` against the
+    rest as negatives; tuples and negatives go through each network in one pass."""
     with autocast():  # --precision bf16: the networks only; the loss stays float32
-        hs = [h.float() for h in net(*spaces.LatentSpace.views(blocks)).values()]
-    negatives = [gather_with_grad(h[n:], info) for h in hs]
-    pairs = [(i, j) for i in range(len(hs)) for j in range(i + 1, len(hs))]
-    losses = [symmetric_lp_loss(loss_fn, hs[i][:n], hs[j][:n], negatives[i], negatives[j]) for i, j in pairs]
-    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        encodings = [h.float() for h in net(*spaces.LatentSpace.views(blocks)).values()]
+    return loss_fn(encodings, n)
 
 
 def local_rows(blocks, batch_size, info):
@@ -192,7 +184,7 @@ def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, in
     Every rank draws the same global batch and keeps its slice, so a seed gives
     the same samples whatever the number of processes."""
     blocks = local_rows(space.sample(2 * batch_size, generator), batch_size, info)
-    loss = contrastive_loss(loss_fn, net, blocks, batch_size // info.world_size, info, autocast)
+    loss = contrastive_loss(loss_fn, net, blocks, batch_size // info.world_size, autocast)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # DDP averages the gradients over ranks here
     torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
@@ -259,7 +251,7 @@ def train(args, device, info=DistInfo(), given=()):
 def run_training(args, device, info, save_dir, space, net):
     params = list({id(p): p for g in net.encoders().values() for p in g.parameters()}.values())
     optimizer = recipe.build_optimizer(params, args)
-    loss_fn = LpSimCLRLoss()
+    loss_fn = MultiViewLpLoss(info)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
     first = 1
@@ -286,7 +278,8 @@ def run_training(args, device, info, save_dir, space, net):
             bar.set_postfix(loss=f"{value:.4f}")
         if logging and info.is_main:
             # Probe first: a step whose encodings are no longer finite is not saved.
-            val_loss, r2 = quick_probe(space, net, loss_fn, probe_gen, args.seed, save_dir, step)
+            # rank 0 alone: a loss that gathers nothing
+            val_loss, r2 = quick_probe(space, net, MultiViewLpLoss(), probe_gen, args.seed, save_dir, step)
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
             tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
                        "linear R^2 from hz1: "
@@ -376,7 +369,7 @@ def evaluate(args, device):
     space = build_latent_space(args, saved["seed"], device, params)
     net = load_networks(args, save_dir, space.view_dim, device)
 
-    loss_fn = LpSimCLRLoss()
+    loss_fn = MultiViewLpLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
     val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
     test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_mlp  # noqa: E402
 from invertible_network_utils import construct_invertible_mlp  # noqa: E402
-from losses import LpSimCLRLoss  # noqa: E402
+from losses import MultiViewLpLoss  # noqa: E402
 from utils import get_device  # noqa: E402
 
 NC = NS = NM = 5
@@ -151,7 +151,7 @@ def main():
     for batch in args.batch_sizes:
         space, net, params, opt = setup(device)
         gen = torch.Generator(device=device).manual_seed(0)
-        loss_fn = LpSimCLRLoss()
+        loss_fn = MultiViewLpLoss()
         ours = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, batch, gen),
                        args.steps, device)
         _, net, params, opt = setup(device)

@@ -56,7 +56,7 @@ def test_autocast_is_engaged_only_under_bf16(precision, dtype):
                                [main_mlp.simulation_encoder(6, 2), main_mlp.simulation_encoder(6, 2)])
     seen = []
     net.nets["g1"][0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
-    loss_fn = main_mlp.LpSimCLRLoss()
+    loss_fn = main_mlp.MultiViewLpLoss()
     blocks = space.sample(16, torch.Generator().manual_seed(0))
     loss = main_mlp.contrastive_loss(loss_fn, net, blocks, 8,
                                      autocast=lambda: recipe.autocast(args(precision=precision), "cpu"))

@@ -7,7 +7,7 @@ import torch
 
 import main_mlp
 import spaces
-from losses import LpSimCLRLoss, symmetric_lp_loss
+from losses import LpSimCLRLoss, MultiViewLpLoss, symmetric_lp_loss
 
 NAN = math.nan
 TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
@@ -85,7 +85,7 @@ def test_k_view_loss_is_the_mean_over_pairs_of_views():
     net = main_mlp.ViewEncoder(mixings, encoders)
     blocks = space.sample(32, torch.Generator().manual_seed(2))
     loss_fn = LpSimCLRLoss()
-    loss = main_mlp.contrastive_loss(loss_fn, net, blocks, 16)
+    loss = main_mlp.contrastive_loss(MultiViewLpLoss(base=loss_fn), net, blocks, 16)
     h = [encoders[k](mixings[k](z)) for k, z in enumerate(space.views(blocks))]
     pairs = [(0, 1), (0, 2), (1, 2)]
     expected = sum(symmetric_lp_loss(loss_fn, h[i][:16], h[j][:16], h[i][16:], h[j][16:]) for i, j in pairs) / 3
