@@ -409,6 +409,16 @@ class Renderer:
 
     @torch.no_grad()
     def _render_batch(self, cols):
+        """Images [B, size, size, 3] (uint8) of one batch of latents, in four steps."""
+        pose = self._pose(cols)
+        pix, d = self._rays(pose["ypos"], pose["xpos"])
+        best_t, best_k, best_face = self._cast(pose, d)
+        hit, t, normal = self._normals(pose, d, best_t, best_k, best_face)
+        return self._shade(cols, pix, d, hit, t, normal)
+
+    def _pose(self, cols):
+        """Each image's object pose and, per primitive slot, the camera and the ray
+        transform in that primitive's frame (all [B, P]); see the module docstring."""
         dev = self.device
         f32 = dict(dtype=torch.float32, device=dev)
         shape = torch.as_tensor(cols["object_shape"], dtype=torch.long, device=dev)
@@ -417,12 +427,9 @@ class Renderer:
         if (shape.min() < 0 or shape.max() > 6 or xpos.min() < 0 or xpos.max() > 2
                 or ypos.min() < 0 or ypos.max() > 2):
             raise ValueError("object_shape must be in 0..6 and positions in 0..2")
-        B, R, w = len(shape), self.R, self.win
-        one = lambda x: x[:, None]                          # [B] -> [B, 1]
-
-        # ---- object pose: world = Rot @ object + pos ----
-        # per-image constants are computed image by image in float64 (scalar
-        # math), so they cannot depend on the batch an image is rendered in
+        B = len(shape)
+        # world = Rot @ object + pos. Per-image constants are computed image by image in
+        # float64 (scalar math), so they cannot depend on the batch an image is rendered in.
         rot = np.stack([_rot(*((u - 0.5) * math.pi for u in abc)) @ self._base_pose64
                         for abc in zip(cols["object_alpharot"], cols["object_betarot"],
                                        cols["object_gammarot"])])
@@ -431,7 +438,6 @@ class Renderer:
         pos = [GRID * (xpos.to(torch.float32) - 1.0), GRID * (1.0 - ypos.to(torch.float32))]
         cam_rel = [-pos[0], -pos[1], torch.full((B,), CAM_DIST, **f32)]
 
-        # ---- per image and primitive slot constants, all [B, P] ----
         T = self.tab
         Q, c = T["Q"][shape], T["c"][shape]                  # [B, P, 3, 3], [B, P, 3]
         A, lo, hi, on = T["A"][shape], T["lo"][shape], T["hi"][shape], T["on"][shape]
@@ -447,22 +453,27 @@ class Renderer:
              for i in range(3)]                              # camera, primitive frame
         Ai = [A[..., i] for i in range(3)]
         Ao = [Ai[i] * o[i] for i in range(3)]
-        cq_all = Ao[0] * o[0] + Ao[1] * o[1] + Ao[2] * o[2] - 1.0
-        lo_o = [lo[..., i] - o[i] for i in range(3)]
-        hi_o = [hi[..., i] - o[i] for i in range(3)]
+        return {"B": B, "ypos": ypos, "xpos": xpos, "on": on, "M": M, "W": W, "o": o, "Ai": Ai, "Ao": Ao,
+                "cq": Ao[0] * o[0] + Ao[1] * o[1] + Ao[2] * o[2] - 1.0,
+                "lo_o": [lo[..., i] - o[i] for i in range(3)], "hi_o": [hi[..., i] - o[i] for i in range(3)]}
 
-        # ---- rays through the pixels of each image's window: [B, N] ----
+    def _rays(self, ypos, xpos):
+        """The pixels of each image's window around its object ([B, N]) and their ray directions."""
+        R, w = self.R, self.win
         off = self._offsets[ypos, xpos]                     # [B, 2]
-        rr = torch.arange(w, device=dev)
+        rr = torch.arange(w, device=self.device)
         pix = ((off[:, 0, None, None] + rr[None, :, None]) * R
-               + off[:, 1, None, None] + rr[None, None, :]).reshape(B, -1)
+               + off[:, 1, None, None] + rr[None, None, :]).reshape(len(ypos), -1)
         dd = self.dirs[pix]                                  # [B, N, 3]
-        d = [dd[..., 0].contiguous(), dd[..., 1].contiguous(), dd[..., 2].contiguous()]
+        return pix, [dd[..., 0].contiguous(), dd[..., 1].contiguous(), dd[..., 2].contiguous()]
 
-        # ---- ray casting: nearest entry over all primitive slots ----
+    def _cast(self, pose, d):
+        """Ray casting: the nearest entry over all primitive slots; its distance, slot and
+        face (3 = the quadric, 0-2 = a slab axis)."""
+        M, Ai, Ao, on = pose["M"], pose["Ai"], pose["Ao"], pose["on"]
         best_t = torch.full_like(d[0], float("inf"))
-        best_k = torch.zeros(d[0].shape, dtype=torch.uint8, device=dev)
-        best_face = torch.zeros(d[0].shape, dtype=torch.uint8, device=dev)  # 3 = quadric
+        best_k = torch.zeros(d[0].shape, dtype=torch.uint8, device=self.device)
+        best_face = torch.zeros(d[0].shape, dtype=torch.uint8, device=self.device)
         for k in range(self.n_slots):
             onk = on[:, k]
             if not bool(onk.any()):
@@ -474,7 +485,7 @@ class Renderer:
             Adl = [col(Ai[i]) * dl[i] for i in range(3)]
             a = Adl[0] * dl[0] + Adl[1] * dl[1] + Adl[2] * dl[2]
             b = 2.0 * (col(Ao[0]) * dl[0] + col(Ao[1]) * dl[1] + col(Ao[2]) * dl[2])
-            cq = col(cq_all)
+            cq = col(pose["cq"])
             disc = b * b - 4.0 * a * cq
             sq = disc.clamp(min=0.0).sqrt()
             q = -0.5 * (b + torch.copysign(sq, b))       # stable roots q/a, c/q
@@ -484,7 +495,7 @@ class Renderer:
             near, far = [], []
             for i in range(3):
                 inv = 1.0 / dl[i]
-                t_lo, t_hi = col(lo_o[i]) * inv, col(hi_o[i]) * inv
+                t_lo, t_hi = col(pose["lo_o"][i]) * inv, col(pose["hi_o"][i]) * inv
                 near.append(torch.minimum(t_lo, t_hi))
                 far.append(torch.maximum(t_lo, t_hi))
             ts0 = torch.maximum(torch.maximum(near[0], near[1]), near[2])
@@ -492,16 +503,18 @@ class Renderer:
             t0 = torch.maximum(tq0, ts0)
             # (the camera is outside every solid, so t0 > 0 whenever it hits)
             hit = (disc >= 0) & (t0 <= torch.minimum(tq1, ts1)) & (t0 < best_t) & onk[:, None]
-            # which surface is entered: 3 = quadric, else the slab axis
             face = torch.where(tq0 >= ts0, 3, torch.where(near[0] >= ts0, 0,
                                                           torch.where(near[1] >= ts0, 1, 2)))
             best_t = torch.where(hit, t0, best_t)
             best_k = torch.where(hit, k, best_k)
             best_face = torch.where(hit, face.to(torch.uint8), best_face)
+        return best_t, best_k, best_face
 
-        # ---- normals of the winning primitive ----
-        hitm = torch.isfinite(best_t)
-        tt = torch.where(hitm, best_t, torch.zeros_like(best_t))
+    def _normals(self, pose, d, best_t, best_k, best_face):
+        """Which rays hit, their distance (0 where none) and the unit world normal there."""
+        M, W, Ai, o = pose["M"], pose["W"], pose["Ai"], pose["o"]
+        hit = torch.isfinite(best_t)
+        tt = torch.where(hit, best_t, torch.zeros_like(best_t))
         kk = best_k.long()
         g = lambda x: torch.gather(x, 1, kk)                # [B, P] -> [B, N]
         Mg = [[g(M[i][j]) for j in range(3)] for i in range(3)]
@@ -512,10 +525,14 @@ class Renderer:
             slab = torch.where(best_face == i, -torch.sign(dl[i]), 0.0)
             nl.append(torch.where(best_face == 3, quad, slab))
         n = [g(W[i][0]) * nl[0] + g(W[i][1]) * nl[1] + g(W[i][2]) * nl[2] for i in range(3)]
-        nn = torch.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2).clamp(min=1e-12)
-        n = [x / nn for x in n]
+        norm = torch.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2).clamp(min=1e-12)
+        return hit, tt, [x / norm for x in n]
 
-        # ---- lights and colours ----
+    def _shade(self, cols, pix, d, hitm, tt, n):
+        """Spotlit background wall and object (diffuse, specular, ambient), gamma, uint8."""
+        f32 = dict(dtype=torch.float32, device=self.device)
+        B, R = len(pix), self.R
+        one = lambda x: x[:, None]                          # [B] -> [B, 1]
         t32 = lambda a: torch.as_tensor(np.asarray(a), **f32)
         obj_rgb = t32([hsv_to_rgb(h) for h in cols["object_color"]])        # [B, 3]
         bg_rgb = t32([hsv_to_rgb(h) for h in cols["background_color"]])
@@ -538,7 +555,7 @@ class Renderer:
             cosang = -(one(ax[0]) * lv[0] + one(ax[1]) * lv[1] + one(ax[2]) * lv[2])
             return lv, _smoothstep(cos_out, cos_in, cosang)
 
-        # ---- background wall: smooth, so lit on a coarse grid and upsampled ----
+        # background wall: smooth, so lit on a coarse grid and upsampled
         Dw = self.wall_dirs                                   # [r*r, 3]
         tw = (CAM_DIST - WALL_Z) / (-Dw[:, 2])
         Pw = [(Dw[:, 0] * tw)[None, :], (Dw[:, 1] * tw)[None, :],
@@ -552,7 +569,7 @@ class Renderer:
         lamb_w = lamb_w.reshape(B, 1, R * R)
         img = bg_rgb[:, :, None] * (0.22 + 0.85 * light_rgb[:, :, None] * lamb_w)  # [B, 3, RR]
 
-        # ---- object shading (window pixels that hit) ----
+        # object shading (window pixels that hit)
         P = [tt * d[0], tt * d[1], CAM_DIST + tt * d[2]]    # world hit points
         lv, so = spot(P)
         ndl = (n[0] * lv[0] + n[1] * lv[1] + n[2] * lv[2]).clamp(min=0.0)
