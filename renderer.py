@@ -409,7 +409,7 @@ class Renderer:
 
     @torch.no_grad()
     def _render_batch(self, cols):
-        """Images [B, size, size, 3] (uint8) of one batch of latents, in four steps."""
+        """Images [B, size, size, 3] (uint8) of one batch of latents, in five steps."""
         pose = self._pose(cols)
         pix, d = self._rays(pose["ypos"], pose["xpos"])
         best_t, best_k, best_face = self._cast(pose, d)
