@@ -40,6 +40,8 @@ RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
 # model's own: they come from the model folder.)
 LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder")
 MODALITIES = ("image", "text")
+# Each modality's encoder is saved under the published file name: encoder_img.pt, encoder_txt.pt.
+CHECKPOINT_NAMES = {"image": "encoder_img", "text": "encoder_txt"}
 SPLITS = ("train", "val", "test")
 # --resume: flags taken from the command line (the data may have moved), and flags that may change.
 RESUME_OWN = (*run.RESUME_OWN, "datapath", "workers")
@@ -103,14 +105,27 @@ def loader(dataset, args, device, train, seed=0, info=DistInfo()):
                       drop_last=True, **kwargs)
 
 
+class ModalityEncoders(torch.nn.ModuleDict):
+    """One encoder per modality, as one module (so that DDP wraps them once):
+    forward({modality: input}) returns {modality: encoding}."""
+
+    def forward(self, inputs):
+        return {name: self[name](x) for name, x in inputs.items()}
+
+    def by_file(self):
+        """{checkpoint name: encoder}: encoder_img, encoder_txt."""
+        return {CHECKPOINT_NAMES[name]: encoder for name, encoder in self.items()}
+
+
 def build_encoders(args, vocab_size, sequence_length, device):
     try:
-        enc_img = image_encoder(args.hidden_size, args.encoding_size).to(device)
-        enc_txt = text_encoder(args.text_encoder, vocab_size, args.encoding_size, sequence_length).to(device)
+        return ModalityEncoders({
+            "image": image_encoder(args.hidden_size, args.encoding_size),
+            "text": text_encoder(args.text_encoder, vocab_size, args.encoding_size, sequence_length),
+        }).to(device)
     except (MemoryError, RuntimeError) as err:  # e.g. --encoding-size 1000000000
         raise UserError(f"the encoders do not fit in memory with --hidden-size {args.hidden_size}, "
                         f"--encoding-size {args.encoding_size}: {first_line(err)}") from None
-    return enc_img, enc_txt
 
 
 def print_args(args, title="Arguments:"):
@@ -154,39 +169,37 @@ def run_training(args, device, info, save_dir):
     args.sequence_length, args.vocab_size = dataset.sequence_length, dataset.vocab_size
     args.image_size = list(dataset.image_size)
 
-    enc_img, enc_txt = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
+    encoders = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
     # oneDNN's (and cuDNN's) bfloat16 convolutions prefer channels-last images (measured on
     # this CPU: 1.1x); float32 keeps the default layout, so its results stay as they were.
     layout = torch.channels_last if args.precision == "bf16" else torch.contiguous_format
-    enc_img = enc_img.to(memory_format=layout)
+    encoders["image"].to(memory_format=layout)
     if info.is_main:
         if not args.resume:
             dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
         atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
         report_training_setup(args, dataset, save_dir, data_vocab, vocab, device)
 
-    enc_img, enc_txt = (sync_batchnorm(e, info, device) for e in (enc_img, enc_txt))
-    params = list(enc_img.parameters()) + list(enc_txt.parameters())
+    encoders = sync_batchnorm(encoders, info, device)
+    params = list(encoders.parameters())  # image encoder first, then text, as always
     optimizer = recipe.build_optimizer(params, args)
-    ddp_img, ddp_txt = wrap_ddp(enc_img, info, device), wrap_ddp(enc_txt, info, device)
+    ddp = wrap_ddp(encoders, info, device)
     loss_fn = GatheredInfoNCE(args.tau, info)
-    encoders = {"encoder_img": enc_img, "encoder_txt": enc_txt}
-    first = run.load_checkpoint(save_dir, encoders, optimizer, train_steps=args.train_steps) \
+    first = run.load_checkpoint(save_dir, encoders.by_file(), optimizer, train_steps=args.train_steps) \
         if args.resume else 1
     batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
                                 start_batch=first - 1)
-    enc_img.train()
-    enc_txt.train()
+    encoders.train()
 
     def save(step):
-        if not all_finite((enc_img, enc_txt)):
+        if not all_finite(encoders.values()):
             raise UserError(f"training diverged by step {step} (non-finite weights; try a lower "
                             f"--lr); the last good checkpoint in {save_dir} is kept")
-        for name, encoder in encoders.items():
+        for name, encoder in encoders.by_file().items():
             atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}.pt"))
             if args.save_all_checkpoints:  # the published file names
                 atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
-        run.save_checkpoint(save_dir, step, encoders, optimizer)
+        run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
 
     window_sum, window_n = torch.zeros((), device=device), 0
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
@@ -194,12 +207,12 @@ def run_training(args, device, info, save_dir):
     start = time.perf_counter()
     for step in bar:
         batch = next(batches)
-        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=layout)
-        texts = batch["text"].to(device, non_blocking=True)
+        inputs = {"image": batch["image"].to(device, non_blocking=True).contiguous(memory_format=layout),
+                  "text": batch["text"].to(device, non_blocking=True)}
         recipe.set_lr(optimizer, step, args)
         with recipe.autocast(args, device):  # --precision bf16: the encoders only
-            hz_img, hz_txt = ddp_img(images), ddp_txt(texts)
-        loss = loss_fn(hz_img, hz_txt)
+            hz = ddp(inputs)
+        loss = loss_fn(hz["image"], hz["text"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients over ranks here
         torch.nn.utils.clip_grad_norm_(params, max_norm=CLIP_NORM)
@@ -247,23 +260,21 @@ def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
 # Evaluation
 
 @torch.no_grad()
-def encode(dataset, enc_img, enc_txt, args, device, loss_fn=None):
+def encode(dataset, encoders, args, device, loss_fn=None):
     """Encodings of every sample of `dataset`, exactly once, in order (eval mode).
 
-    Returns (hz_image, hz_text) as float64 arrays and the mean loss over batches
-    (computed from the same encodings: each encoder runs once per batch).
+    Returns {modality: float64 array} and the mean loss over batches (computed from
+    the same encodings: each encoder runs once per batch).
     """
-    enc_img.eval()
-    enc_txt.eval()
-    hz = {"image": [], "text": []}
+    encoders.eval()
+    hz = {m: [] for m in encoders}
     losses, seen = [], []
     for batch in loader(dataset, args, device, train=False):
-        h_img = enc_img(batch["image"].to(device, non_blocking=True))
-        h_txt = enc_txt(batch["text"].to(device, non_blocking=True))
+        h = encoders({m: batch[m].to(device, non_blocking=True) for m in encoders})
         if loss_fn is not None:
-            losses.append(loss_fn(h_img, h_txt).item())
-        hz["image"].append(h_img.double().cpu())
-        hz["text"].append(h_txt.double().cpu())
+            losses.append(loss_fn(h["image"], h["text"]).item())
+        for m in encoders:
+            hz[m].append(h[m].double().cpu())
         seen.append(batch["index"])
     seen = torch.cat(seen)
     if not torch.equal(seen, torch.arange(len(dataset))):
@@ -324,10 +335,10 @@ def evaluate(args, device):
                             "images: evaluate on data of the training size")
         splits[split] = ds
 
-    enc_img, enc_txt = build_encoders(args, len(vocab), sequence_length, device)
-    for enc, name in ((enc_img, "encoder_img.pt"), (enc_txt, "encoder_txt.pt")):
+    encoders = build_encoders(args, len(vocab), sequence_length, device)
+    for name, enc in encoders.by_file().items():
         try:
-            load_into(enc, os.path.join(save_dir, name))
+            load_into(enc, os.path.join(save_dir, f"{name}.pt"))
         except UserError as err:
             hint = "" if args.load_args else " (use --load-args to take the model's settings from args.json)"
             raise UserError(f"{err}{hint}") from None
@@ -335,7 +346,7 @@ def evaluate(args, device):
     loss_fn = GatheredInfoNCE(args.tau)  # evaluation runs in one process: nothing to gather
     hz, loss = {}, {}
     for split, ds in splits.items():
-        hz[split], loss[split] = encode(ds, enc_img, enc_txt, args, device, loss_fn)
+        hz[split], loss[split] = encode(ds, encoders, args, device, loss_fn)
         print(f"<{split.capitalize()} Loss>: {loss[split]:.4f}")
 
     rows = []

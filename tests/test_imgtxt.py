@@ -231,15 +231,16 @@ def test_every_sample_once_in_eval_mode(data):
     img.train()
     txt.train()
     args = main_imgtxt.build_parser().parse_args(["--datapath", data, "--batch-size", "4", "--workers", "0"])
-    hz, loss = main_imgtxt.encode(val, img, txt, args, torch.device("cpu"))
+    encoders = main_imgtxt.ModalityEncoders({"image": img, "text": txt})
+    hz, loss = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
     assert img.sizes == [4, 4, 2] and txt.sizes == [4, 4, 2]  # each encoder once per batch
     assert hz["image"].shape == (10, 3) and hz["text"].shape == (10, 3)
     assert not img.training and not txt.training
     # eval-mode BatchNorm: an encoding does not depend on the other samples of its batch
     args.batch_size = 10
-    hz10, _ = main_imgtxt.encode(val, img, txt, args, torch.device("cpu"))
+    hz10, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
     args.batch_size = 3
-    hz3, _ = main_imgtxt.encode(val, img, txt, args, torch.device("cpu"))
+    hz3, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
     for m in ("image", "text"):
         assert np.allclose(hz[m], hz10[m], atol=1e-5) and np.allclose(hz[m], hz3[m], atol=1e-5)
 
