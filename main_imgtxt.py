@@ -12,12 +12,10 @@ import argparse
 import math
 import os
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
@@ -33,8 +31,11 @@ from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, 
                    infinite_iterator, load_into, run_cli, set_seed, should_log)
 
 CLIP_NORM = 2.0
-RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
-                  "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
+# results.csv columns (the published names) and the probe behind each: regression for
+# continuous factors, classification for discrete ones.
+CONTINUOUS_PROBES = {"r2_linreg": "linear", "r2_krreg": "kernel_ridge"}
+DISCRETE_PROBES = {"acc_logreg": "logistic", "acc_mlp": "mlp_classifier"}
+RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type", *CONTINUOUS_PROBES, *DISCRETE_PROBES]
 # Settings that --load-args restores from args.json: everything that shapes the
 # encoders or the loss. (The vocabulary and the sequence length are always the
 # model's own: they come from the model folder.)
@@ -293,17 +294,34 @@ def model_vocabulary(args, save_dir):
     return Vocabulary.build(tokenized_split(args.datapath, "train")), None
 
 
-def classify(x_train, x_test, y_train, y_test, seed):
-    """Accuracies of logistic regression and MLP; NaN (with a note) where they cannot be fit."""
-    if len(np.unique(y_train)) < 2:
-        print("\tonly one class in the validation split: accuracies are NaN")
-        return math.nan, math.nan
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        scores = probes.classification_scores(x_train, x_test, {"y": (y_train, y_test)}, seed=seed)["y"]
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        print("\t(a classifier stopped at max_iter=1000 before converging)")
-    return scores
+def factor_rows(modality, hz, splits, device, seed):
+    """results.csv rows of one modality: every factor predicted from its encodings
+    (fit on validation, scored on test)."""
+    x_val, x_test = probes.standardize(hz["val"][modality], hz["test"][modality])
+    factors = Multimodal3DIdent.FACTORS[modality]
+    discrete = Multimodal3DIdent.DISCRETE_FACTORS[modality]
+    values = {name: (splits["val"].factor_values(modality, name), splits["test"].factor_values(modality, name))
+              for name in factors.values()}
+    kinds = {"continuous": ({n: values[n] for ix, n in factors.items() if ix not in discrete}, CONTINUOUS_PROBES),
+             "discrete": ({n: values[n] for ix, n in factors.items() if ix in discrete}, DISCRETE_PROBES)}
+    scores, notes = {}, []
+    for kind, (targets, columns) in kinds.items():
+        if not targets:
+            continue
+        with tqdm(total=probes.krr_work_units(len(targets)) if kind == "continuous" else 2 * len(targets),
+                  desc=f"{kind} probes ({modality})", leave=False, dynamic_ncols=True) as bar:
+            scores.update(probes.evaluate_probes(list(columns.values()), x_val, x_test, targets, device=device,
+                                                 progress=lambda: bar.update(1), seed=seed, notes=notes))
+    for line in notes:
+        print(f"\t{modality}/{line}")
+    rows = []
+    for ix, name in factors.items():
+        kind = "discrete" if ix in discrete else "continuous"
+        rows.append([ix, modality, name, kind, *(scores[name][CONTINUOUS_PROBES[c]] if kind == "continuous"
+                                                 else math.nan for c in CONTINUOUS_PROBES),
+                     *(scores[name][DISCRETE_PROBES[c]] if kind == "discrete" else math.nan
+                       for c in DISCRETE_PROBES)])
+    return rows
 
 
 def evaluate(args, device):
@@ -351,26 +369,7 @@ def evaluate(args, device):
 
     rows = []
     for m in MODALITIES:
-        x_val, x_test = probes.standardize(hz["val"][m], hz["test"][m])
-        factors = Multimodal3DIdent.FACTORS[m]
-        discrete = Multimodal3DIdent.DISCRETE_FACTORS[m]
-        continuous = {name: (splits["val"].factor_values(m, name), splits["test"].factor_values(m, name))
-                      for ix, name in factors.items() if ix not in discrete}
-        r2 = {}
-        if continuous:
-            with tqdm(total=probes.krr_work_units(len(continuous)), desc=f"kernel ridge ({m})",
-                      leave=False, dynamic_ncols=True) as bar:
-                r2 = probes.regression_scores(x_val, x_test, continuous, nonlinear="krr",
-                                              device=device, progress=lambda: bar.update(1))
-        for ix, name in factors.items():
-            if ix in discrete:
-                print(f"classifying {m}/{name}")
-                acc = classify(x_val, x_test, splits["val"].factor_values(m, name),
-                               splits["test"].factor_values(m, name), seed)
-                rows.append([ix, m, name, "discrete", math.nan, math.nan, acc[0], acc[1]])
-            else:
-                rows.append([ix, m, name, "continuous", r2[name][0], r2[name][1], math.nan, math.nan])
-
+        rows += factor_rows(m, hz, splits, device, seed)
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     print(results.to_string())  # before writing: a failed write (full disk) loses nothing
     run.save_results(save_dir, results, args, saved, val_loss=loss["val"], test_loss=loss["test"])

@@ -399,8 +399,13 @@ def load_networks(args, save_dir, dim, device):
     return ViewEncoder(mixings, encoders).to(device).eval()
 
 
+# results.csv columns (the published names) and the probe behind each.
+RESULT_PROBES = {"r2_linear": "linear", "r2_nonlinear": "kernel_ridge"}
+
+
 def probe_results(args, val, test, device):
     """Every latent block predicted from every view's encoding: rows hz1 x targets, ..., hzK x targets."""
+    columns = {**RESULT_PROBES, **({"r2_nonlinear": "mlp"} if args.mlp_eval else {})}
     rows = []
     names = targets(args.n_views)
     n_real = sum(val[k].shape[1] > 0 for k in names)
@@ -409,11 +414,11 @@ def probe_results(args, val, test, device):
     with tqdm(total=len(encodings) * per_encoding, desc="probes", unit="fit", dynamic_ncols=True) as bar:
         for enc in encodings:
             x_val, x_test = probes.standardize(val[enc], test[enc])
-            scores = probes.regression_scores(
-                x_val, x_test, {k: (val[k], test[k]) for k in names},
-                nonlinear="mlp" if args.mlp_eval else "krr", device=device, progress=bar.update)
-            rows += [(enc, k, *scores[k]) for k in names]
-    return pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_linear", "r2_nonlinear"])
+            scores = probes.evaluate_probes(list(columns.values()), x_val, x_test,
+                                            {k: (val[k], test[k]) for k in names}, device=device,
+                                            progress=bar.update)
+            rows += [(enc, k, *(scores[k][probe] for probe in columns.values())) for k in names]
+    return pd.DataFrame(rows, columns=["encoding", "predicted_factors", *columns])
 
 
 main = run.entry_point(build_parser, check_args, train, evaluate)

@@ -252,7 +252,7 @@ def kernel_ridge_grid(x_train, ys_train, x_test, ys_test, alphas=ALPHAS, gammas=
     return results
 
 
-def linear_r2(x_train, y_train, x_test, y_test):
+def linear_r2(x_train, y_train, x_test, y_test, seed=0):
     model = LinearRegression().fit(x_train, y_train)
     return float(model.score(x_test, y_test))
 
@@ -265,41 +265,74 @@ def mlp_r2(x_train, y_train, x_test, y_test, seed=0):
                              if y_fit.ndim == 2 else np.asarray(y_test).ravel()))
 
 
-def regression_scores(x_train, x_test, targets, nonlinear="krr", device="cpu", progress=None):
-    """Linear and nonlinear R^2 for each target {name: (y_train, y_test)}.
-
-    Targets with no columns (e.g. absent modality-specific latents) score NaN.
-    Kernel-ridge work for all targets is shared; `nonlinear="mlp"` uses
-    scikit-learn's MLPRegressor instead.
-    """
-    out = {name: (math.nan, math.nan) for name in targets}
-    real = {name: (np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))
-            for name, (a, b) in targets.items() if np.asarray(a).size > 0}
-    lin = {name: linear_r2(x_train, a, x_test, b) for name, (a, b) in real.items()}
-    if nonlinear == "mlp":
-        for name, (a, b) in real.items():
-            out[name] = (lin[name], mlp_r2(x_train, a, x_test, b))
-            if progress:
-                progress()
-        return out
-    names = list(real)
-    krr = kernel_ridge_grid(x_train, [real[k][0] for k in names], x_test,
-                            [real[k][1] for k in names], device=device, progress=progress)
-    for name, res in zip(names, krr):
-        out[name] = (lin[name], res["r2"])
-    return out
-
-
 def krr_work_units(n_targets, cv=3):
     """Cholesky factorisations of one kernel_ridge_grid call, for progress bars (upper bound)."""
     return cv * len(ALPHAS) * len(GAMMAS) + min(n_targets, len(ALPHAS) * len(GAMMAS))
 
 
-def classification_scores(x_train, x_test, targets, seed=0):
-    """Logistic-regression and MLP accuracy for each discrete target {name: (y_train, y_test)}."""
-    out = {}
-    for name, (y_tr, y_te) in targets.items():
-        logreg = LogisticRegression(max_iter=1000).fit(x_train, y_tr)
-        mlp = MLPClassifier(max_iter=1000, random_state=seed).fit(x_train, y_tr)
-        out[name] = (float(logreg.score(x_test, y_te)), float(mlp.score(x_test, y_te)))
+def logistic_accuracy(x_train, y_train, x_test, y_test, seed=0):
+    return float(LogisticRegression(max_iter=1000).fit(x_train, y_train).score(x_test, y_test))
+
+
+def mlp_accuracy(x_train, y_train, x_test, y_test, seed=0):
+    return float(MLPClassifier(max_iter=1000, random_state=seed).fit(x_train, y_train).score(x_test, y_test))
+
+
+# The probes, by name: (metric, function(x_train, y_train, x_test, y_test, seed)). The
+# kernel-ridge grid search has no per-target function: it shares its factorisations
+# across the targets of an encoding, so evaluate_probes runs it for all of them at once.
+PROBES = {
+    "linear": ("r2", linear_r2),
+    "kernel_ridge": ("r2", None),
+    "mlp": ("r2", mlp_r2),
+    "logistic": ("accuracy", logistic_accuracy),
+    "mlp_classifier": ("accuracy", mlp_accuracy),
+}
+
+
+def evaluate_probes(names, x_train, x_test, targets, device="cpu", progress=None, seed=0, notes=None):
+    """{target: {probe: score}} of the named probes for targets {name: (y_train, y_test)}.
+
+    Regression probes score R^2, classifiers accuracy. A target without columns
+    (absent modality-specific latents) scores NaN, and so does a classifier
+    whose training labels hold one class only. `progress` is called once per
+    fit (per factorisation for kernel ridge); `notes` collects one line per
+    classifier that stopped at max_iter before converging."""
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe {unknown[0]!r} (known: {', '.join(PROBES)})")
+    out = {t: {n: math.nan for n in names} for t in targets}
+    real = {t: (np.asarray(a), np.asarray(b)) for t, (a, b) in targets.items() if np.asarray(a).size > 0}
+    for name in names:
+        metric, fn = PROBES[name]
+        if fn is None:
+            continue
+        for t, (a, b) in real.items():
+            if metric == "accuracy":
+                out[t][name] = _classify(fn, x_train, a, x_test, b, seed, f"{t}/{name}", notes)
+            else:
+                out[t][name] = fn(x_train, a.reshape(len(a), -1), x_test, b.reshape(len(b), -1), seed)
+            if progress and name != "linear":
+                progress()
+    if "kernel_ridge" in names and real:
+        fits = kernel_ridge_grid(x_train, [a.reshape(len(a), -1) for a, _ in real.values()], x_test,
+                                 [b.reshape(len(b), -1) for _, b in real.values()], device=device,
+                                 progress=progress)
+        for t, res in zip(real, fits):
+            out[t]["kernel_ridge"] = res["r2"]
     return out
+
+
+def _classify(fn, x_train, y_train, x_test, y_test, seed, what, notes):
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    if len(np.unique(y_train)) < 2:
+        if notes is not None:
+            notes.append(f"{what}: only one class in the training labels: accuracy NaN")
+        return math.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        score = fn(x_train, y_train, x_test, y_test, seed)
+    if notes is not None and any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        notes.append(f"{what}: stopped at max_iter=1000 before converging")
+    return score

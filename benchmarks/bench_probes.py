@@ -95,8 +95,9 @@ def run_ours(n):
     out = []
     for enc, targets in workload(n):
         x_val, x_test = probes.standardize(enc[:n], enc[n:])
-        scores = probes.regression_scores(x_val, x_test, {k: (v[:n], v[n:]) for k, v in targets.items()})
-        out += [scores[k][1] for k in targets]
+        scores = probes.evaluate_probes(["linear", "kernel_ridge"], x_val, x_test,
+                                        {k: (v[:n], v[n:]) for k, v in targets.items()})
+        out += [scores[k]["kernel_ridge"] for k in targets]
     return out
 
 

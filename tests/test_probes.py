@@ -67,25 +67,27 @@ def test_mixed_precision_solve_is_float64_exact_and_falls_back(monkeypatch):
     assert used == [True, False]
 
 
-def test_regression_scores_linear_and_empty_targets():
+def test_probes_registry_linear_and_empty_targets():
     from sklearn.linear_model import LinearRegression
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 3))
     y = x @ rng.normal(size=(3, 2)) + 0.1 * rng.normal(size=(200, 2))
     targets = {"y": (y[:100], y[100:]), "empty": (np.zeros((100, 0)), np.zeros((100, 0)))}
-    out = probes.regression_scores(x[:100], x[100:], targets)
+    out = probes.evaluate_probes(["linear", "kernel_ridge"], x[:100], x[100:], targets)
     expected = LinearRegression().fit(x[:100], y[:100]).score(x[100:], y[100:])
-    assert abs(out["y"][0] - expected) < 1e-12
-    assert out["y"][1] > 0.9
-    assert np.isnan(out["empty"][0]) and np.isnan(out["empty"][1])
+    assert abs(out["y"]["linear"] - expected) < 1e-12
+    assert out["y"]["kernel_ridge"] > 0.9
+    assert np.isnan(out["empty"]["linear"]) and np.isnan(out["empty"]["kernel_ridge"])
+    with pytest.raises(ValueError, match="unknown probe 'svm'"):
+        probes.evaluate_probes(["svm"], x[:100], x[100:], targets)
 
 
-def test_mlp_regression_option():
+def test_mlp_regression_probe():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 2))
     y = np.sin(x[:, :1])
-    out = probes.regression_scores(x[:200], x[200:], {"y": (y[:200], y[200:])}, nonlinear="mlp")
-    assert out["y"][1] > 0.8
+    out = probes.evaluate_probes(["mlp"], x[:200], x[200:], {"y": (y[:200], y[200:])})
+    assert out["y"]["mlp"] > 0.8
 
 
 def test_progress_counts_every_factorisation():
@@ -96,9 +98,12 @@ def test_progress_counts_every_factorisation():
     assert len(calls) == 3 * 16 + 1 <= probes.krr_work_units(1)
 
 
-def test_classification_scores():
+def test_classification_probes():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(300, 2))
     y = (x[:, 0] > 0).astype(int)
-    acc = probes.classification_scores(x[:150], x[150:], {"sign": (y[:150], y[150:])})
-    assert acc["sign"][0] > 0.9 and acc["sign"][1] > 0.9
+    notes = []
+    acc = probes.evaluate_probes(["logistic", "mlp_classifier"], x[:150], x[150:],
+                                 {"sign": (y[:150], y[150:]), "one": (np.zeros(150), y[150:])}, notes=notes)
+    assert acc["sign"]["logistic"] > 0.9 and acc["sign"]["mlp_classifier"] > 0.9
+    assert np.isnan(acc["one"]["logistic"]) and "one/logistic: only one class" in notes[0]
