@@ -33,27 +33,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import grids
 from utils import FolderLock, UserError, atomic_write_json, read_json, run_cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXPERIMENTS = {
-    "table1": "Table 1: simulation, unimodal and multimodal, five latent settings",
-    "table4": "Table 4: multimodal simulation without modality-specific latents (--modality-n 0)",
-    "figure8": "Figure 8: table1's multimodal models evaluated with --permuted-content",
-    "figure3": "Figure 3: image/text with position-dependent colour, by encoding size",
-    "figure5": "Figure 5: multimodal simulation with discrete content, style or modality-specific latents",
-    "views": "Beyond the paper: K = 2, 3, 4 views of shared content (main_mlp.py --n-views K)",
-}
-# Table 1's rows: (p(chg), statistical dependence, content-dependent style).
-SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
-            (0.75, False, True), (0.75, True, True))
-ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
-# figure5's rows: which blocks are discrete, each dimension with FIG5_K values
-# (p(chg) 0.75, no dependencies: Table 1's second row with discrete blocks).
-FIG5_ROWS = (("c",), ("s",), ("m",), ("c", "s", "m"))
-FIG5_K = 5
-VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) with K views
-DISCRETE_FLAGS = {"c": "--discrete-content", "s": "--discrete-style", "m": "--discrete-modality"}
+EXPERIMENTS = {name: e.title for name, e in grids.EXPERIMENTS.items()}
 # Evaluation seed = training seed + this: fresh samples (the entry points refuse
 # the training seed), yet reproducible.
 EVAL_SEED_OFFSET = 10_000
@@ -159,63 +143,22 @@ def merge(first, defaults):
     return {**first, **{k: v for k, v in defaults.items() if k not in first}}
 
 
-def sim_row_name(p, stat, cau, mode, no_modality):
-    return f"p{p}" + "_stat" * stat + "_cau" * cau + f"_{mode}" + "_nm0" * no_modality
-
-
-def sim_grid(experiment):
-    """[(row name, row flags)] of a simulation experiment."""
-    if experiment == "figure5":
-        return [(f"p0.75_disc{''.join(blocks)}{FIG5_K}_multi",
-                 {"--style-change-prob": 0.75, **{DISCRETE_FLAGS[b]: FIG5_K for b in blocks}})
-                for blocks in FIG5_ROWS]
-    if experiment == "views":
-        return [(f"p1.0_k{k}_multi", {"--n-views": k}) for k in VIEW_COUNTS]
-    modes = ("uni", "multi") if experiment == "table1" else ("multi",)
-    grid = []
-    for p, stat, cau in SIM_ROWS:
-        for mode in modes:
-            row = {"--style-change-prob": p, "--statistical-dependence": stat,
-                   "--content-dependent-style": cau,
-                   "--shared-mixing": mode == "uni", "--shared-encoder": mode == "uni"}
-            if experiment == "table4":
-                row["--modality-n"] = 0
-            grid.append((sim_row_name(p, stat, cau, mode, experiment == "table4"), row))
-    return grid
-
-
-def simulation_runs(experiment, out, scale, seeds):
-    trained_in = "table1" if experiment == "figure8" else experiment  # figure8 reuses table1's models
-    for row_name, row in sim_grid(experiment):
+def experiment_runs(experiment, out, scale, seeds, datapath):
+    """The runs of an experiment's grid x seeds: where each trains and is evaluated, and how."""
+    record = grids.EXPERIMENTS[experiment]
+    kind = "imgtxt" if record.needs_data else "sim"
+    data = {"--datapath": datapath} if record.needs_data else {}
+    runs = []
+    for row_name, row in record.grid:
         for seed in seeds:
             name = f"{row_name}_s{seed}"
             run_dir = os.path.join(out, experiment, name)
-            train_dir = os.path.join(out, trained_in, name)
-            train = merge({**location(train_dir), "--seed": seed, **row}, SCALES[scale]["sim_train"])
-            evaluate = {**location(run_dir), "--evaluate": True, "--load-args": True,
-                        "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale]["sim_eval"],
-                        "--permuted-content": experiment == "figure8"}
-            yield Run(experiment, name, row, run_dir, train_dir, train, evaluate, "main_mlp.py")
-
-
-def imgtxt_runs(out, scale, seeds, datapath):
-    for size in ENCODING_SIZES:
-        row = {"--encoding-size": size}
-        for seed in seeds:
-            name = f"enc{size}_s{seed}"
-            run_dir = os.path.join(out, "figure3", name)
-            train = merge({**location(run_dir), "--datapath": datapath, "--seed": seed, **row},
-                          SCALES[scale]["imgtxt_train"])
-            evaluate = {**location(run_dir), "--datapath": datapath, "--evaluate": True,
-                        "--load-args": True, "--seed": seed + EVAL_SEED_OFFSET,
-                        **SCALES[scale]["imgtxt_eval"]}
-            yield Run("figure3", name, row, run_dir, run_dir, train, evaluate, "main_imgtxt.py")
-
-
-def experiment_runs(experiment, out, scale, seeds, datapath):
-    if experiment == "figure3":
-        return list(imgtxt_runs(out, scale, seeds, datapath))
-    return list(simulation_runs(experiment, out, scale, seeds))
+            train_dir = os.path.join(out, record.trained_in or experiment, name)
+            train = merge({**location(train_dir), **data, "--seed": seed, **row}, SCALES[scale][f"{kind}_train"])
+            evaluate = {**location(run_dir), **data, "--evaluate": True, "--load-args": True,
+                        "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale][f"{kind}_eval"], **record.eval_flags}
+            runs.append(Run(experiment, name, row, run_dir, train_dir, train, evaluate, record.script))
+    return runs
 
 
 def data_plan(out, scale, datapath):
@@ -238,7 +181,7 @@ def build_runs(experiments, out, scale, seeds, datapath=None):
     """All runs of the named experiments, and the data-generation Step (or None)."""
     runs, generate = [], None
     for experiment in experiments:
-        if experiment == "figure3":
+        if grids.EXPERIMENTS[experiment].needs_data:
             datapath, generate = data_plan(out, scale, datapath)
         runs += experiment_runs(experiment, out, scale, seeds, datapath)
     return runs, generate
@@ -604,12 +547,13 @@ def print_grids(args):
               f"in {os.path.join(args.out, experiment)}/<setting>_s<seed>")
         for run in runs[::args.seeds]:
             print(f"    {run.name[:run.name.rindex('_s')]:<24} {' '.join(render(run.row))}")
-        kind = "sim" if runs[0].script == "main_mlp.py" else "imgtxt"
+        record = grids.EXPERIMENTS[experiment]
+        kind = "imgtxt" if record.needs_data else "sim"
         common = {k: v for k, v in SCALES[args.scale][kind + "_train"].items() if k not in runs[0].row}
         print(f"  {runs[0].script} --scale {args.scale}: train {' '.join(render(common))}")
-        evaluate = {**SCALES[args.scale][kind + "_eval"], "--permuted-content": experiment == "figure8"}
+        evaluate = {**SCALES[args.scale][kind + "_eval"], **record.eval_flags}
         print(f"  evaluate --load-args --seed <seed+{EVAL_SEED_OFFSET}> {' '.join(render(evaluate))}")
-        if experiment == "figure3":
+        if record.needs_data:
             data = SCALES[args.scale]["data"]
             print("  data: " + ("--datapath (required)" if data is None else
                                 f"generate_m3di.py {' '.join(render(data))} unless --datapath is given"))

@@ -21,75 +21,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import grids  # noqa: E402
 from utils import UserError, atomic_write, atomic_write_text, read_json, run_cli  # noqa: E402
 
-# The paper's numbers: Tables 1 and 4 (nonlinear R², mean of 3 seeds, 300,000 steps at
-# batch 6,144) and Figure 3 (read off its plot).
-PAPER = {
-    # Table 1 of the paper: nonlinear R² of h1's encodings, mean over 3 seeds.
-    # Key: (p(chg), statistical dependence, content-dependent style).
-    "table1": {
-        (1.0, False, False): {"uni": {"c": 1.00, "s": 0.00}, "multi": {"c": 0.99, "s": 0.00, "m1": 0.00}},
-        (0.75, False, False): {"uni": {"c": 0.99, "s": 0.00}, "multi": {"c": 1.00, "s": 0.00, "m1": 0.00}},
-        (0.75, True, False): {"uni": {"c": 0.99, "s": 0.52}, "multi": {"c": 0.95, "s": 0.56, "m1": 0.00}},
-        (0.75, False, True): {"uni": {"c": 1.00, "s": 0.79}, "multi": {"c": 0.98, "s": 0.87, "m1": 0.00}},
-        (0.75, True, True): {"uni": {"c": 0.99, "s": 0.81}, "multi": {"c": 0.95, "s": 0.89, "m1": 0.00}},
-    },
-    # Table 4 of the paper: multimodal, --modality-n 0, same rows as Table 1.
-    "table4": {
-        (1.0, False, False): {"multi": {"c": 1.00, "s": 0.00}},
-        (0.75, False, False): {"multi": {"c": 1.00, "s": 0.00}},
-        (0.75, True, False): {"multi": {"c": 0.99, "s": 0.36}},
-        (0.75, False, True): {"multi": {"c": 1.00, "s": 0.81}},
-        (0.75, True, True): {"multi": {"c": 0.99, "s": 0.83}},
-    },
-    # Figure 8 of the paper: a plot without printed numbers.
-    "figure8": {},
-    # Figure 5 of the paper (discrete latents): a plot without printed numbers.
-    "figure5": {},
-    # Not in the paper (K > 2 views, after Yao et al., ICLR 2024): the claim that content is
-    # recovered from every view and nothing view-specific from any.
-    "views": {},
-    # Figure 3 of the paper, read off the plot. One cell per encoding size
-    # 1, 2, 3, 4, 6, 8, 10, 12: a value, a (low, high) range (low None: "<= high"),
-    # or None where the plot gives nothing readable. Accuracy for discrete factors, R^2 otherwise.
-    "figure3": {
-        ("image", "object_shape"): [0.21, 0.21, 0.54, 0.88, 0.97, 0.99, 1.0, 1.0],
-        ("image", "object_ypos"): [0.4] + [1.0] * 7,
-        ("image", "object_xpos"): [0.4] + [1.0] * 7,
-        **{("image", f): [(None, 0.05)] * 8
-           for f in ("object_alpharot", "object_betarot", "object_gammarot", "spotlight_pos",
-                     "spotlight_color", "background_color")},
-        ("image", "object_color"): [None] + [(0.92, 0.99)] * 7,
-        # Six values can be read off the plot for text shape; they are taken as sizes 1-8.
-        ("text", "object_shape"): [0.18, 0.15, 0.51, 0.93, 0.98, 1.0, None, None],
-        ("text", "object_ypos"): [0.4] + [1.0] * 7,
-        ("text", "object_xpos"): [0.4] + [1.0] * 7,
-        ("text", "object_color_index"): [0.09] + [None] * 6 + [0.5],
-        ("text", "text_phrasing"): [(0.49, 0.78)] * 8,
-    },
-}
-ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
-SIM_ROWS = list(PAPER["table1"])
+ENCODING_SIZES = grids.ENCODING_SIZES
+SIM_ROWS = list(grids.SIM_ROWS)
 # Figure 3 uses the nonlinear probes: MLP accuracy and kernel-ridge R^2.
 FIG3_METRIC = {"discrete": "acc_mlp", "continuous": "r2_krreg"}
-# Columns of the simulation tables: (mode, factor, header).
-SIM_COLUMNS = {
-    "table1": [("uni", "c", "unimodal c"), ("uni", "s", "unimodal s"), ("multi", "c", "multimodal c"),
-               ("multi", "s", "multimodal s"), ("multi", "m1", "multimodal m_i")],
-    "table4": [("multi", "c", "content c"), ("multi", "s", "style s")],
-    "figure8": [("multi", "c", "c (original content)"), ("multi", "c'", "c' (permuted content)")],
-    "figure5": [("multi", "c", "content c"), ("multi", "s", "style s"), ("multi", "m1", "modality m_i")],
-}
 DISCRETE_KEYS = (("c", "discrete_content"), ("s", "discrete_style"), ("m", "discrete_modality"))
-TITLES = {
-    "table1": "Table 1: numerical simulation, nonlinear R² of the encodings h1(x1)",
-    "table4": "Table 4: multimodal simulation without modality-specific latents, nonlinear R² of h1(x1)",
-    "figure8": "Figure 8: Table 1's multimodal models under permuted content, nonlinear R² of h1(x1)",
-    "figure3": "Figure 3: image/text, position-dependent colour, prediction performance by encoding size",
-    "figure5": "Figure 5: multimodal simulation with discrete latent blocks, nonlinear R² of h1(x1)",
-    "views": "K views of shared content: nonlinear R² of every view's encoding, by number of views K",
-}
+TITLES = {name: e.report_title for name, e in grids.EXPERIMENTS.items()}
 # Settings shown in the report's header (from args.json), to tell quick runs from the paper's.
 SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size", "batch_size",
                           "train_steps", "lr"),
@@ -194,7 +134,7 @@ def discrete_key(args):
 
 def row_cells(experiment, key):
     """The leading cells of a table row, and their headers."""
-    if experiment == "figure5":
+    if grids.EXPERIMENTS[experiment].layout == "discrete":
         blocks = ", ".join(b for b, _ in key) or "none"
         ks = sorted({k for _, k in key})
         return [blocks, "/".join(map(str, ks)) or "-"], ["discrete blocks", "k"]
@@ -204,7 +144,7 @@ def row_cells(experiment, key):
 
 def row_label(experiment, key):
     cells, _ = row_cells(experiment, key)
-    if experiment == "figure5":
+    if grids.EXPERIMENTS[experiment].layout == "discrete":
         return f"{cells[0]} (k={cells[1]})"
     return f"p={cells[0]}" + (" Stat" if cells[1] == "yes" else "") + (" Cau" if cells[2] == "yes" else "")
 
@@ -218,8 +158,8 @@ CONVERGED = 0.9  # content R² below this: the run has not (yet) found the conte
 
 
 def content_factor(experiment):
-    """figure8 encodes permuted content c', which a converged model predicts instead of c."""
-    return "c'" if experiment == "figure8" else "c"
+    """The factor a converged model predicts: c, or c' for views with permuted content (figure8)."""
+    return grids.EXPERIMENTS[experiment].content
 
 
 def not_converged(runs, experiment):
@@ -252,10 +192,11 @@ def sim_values(runs, notes, key_of=sim_key):
 
 def sim_report(experiment, runs, notes):
     """Markdown section and bar-chart panels of a simulation experiment."""
-    discrete = experiment == "figure5"
+    record = grids.EXPERIMENTS[experiment]
+    discrete = record.layout == "discrete"
     values = sim_values(runs, notes, discrete_key if discrete else sim_key)
-    columns = SIM_COLUMNS[experiment]
-    paper = PAPER[experiment]
+    columns = record.columns
+    paper = record.paper
     found = sorted({k for k, _ in values} - set(SIM_ROWS))
     if discrete:  # c, s, m alone, then combinations
         order = [b for b, _ in DISCRETE_KEYS]
@@ -350,7 +291,7 @@ def fig3_report(runs, notes):
         for (m, factor), by_size in values.items():
             if m != modality:
                 continue
-            paper = dict(zip(ENCODING_SIZES, PAPER["figure3"].get((m, factor), [])))
+            paper = dict(zip(ENCODING_SIZES, grids.FIGURE3.get((m, factor), [])))
             metric = "R²" if factor_is_continuous(runs, m, factor) else "acc."
             rows.append([factor, metric, *(cell(by_size.get(s, []), paper.get(s)) for s in sizes)])
         if rows:
@@ -380,7 +321,7 @@ def plot_fig3(values, path):
             stats = [summarize(values[key][s]) for s in sizes]
             ax.errorbar(sizes, [s[0] for s in stats], yerr=np.nan_to_num([s[1] for s in stats]),
                         marker="o", ms=3, capsize=2, color=color, label=key[1])
-            plot_paper_cells(ax, PAPER["figure3"].get(key, []), color)
+            plot_paper_cells(ax, grids.FIGURE3.get(key, []), color)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ENCODING_SIZES, [str(s) for s in ENCODING_SIZES])
         ax.set_ylim(-0.05, 1.05)
@@ -459,9 +400,10 @@ def write_report(folder, experiment):
     runs, notes = load_runs(folder)
     if not runs:
         raise UserError(f"no run with results.csv and args.json in {folder}")
-    kind = "imgtxt" if experiment == "figure3" else "sim"
+    record = grids.EXPERIMENTS[experiment]
+    kind = "imgtxt" if record.layout == "imgtxt" else "sim"
     png = os.path.join(folder, f"{experiment}.png")
-    if experiment == "views":
+    if record.layout == "views":
         table = views_report(runs, notes, png)
         legend = ("Cells: ours, mean ± std over seeds. Every view k has its own mixing function f_k, "
                   "modality-specific block m_k and style change; content is shared by all views. "
@@ -472,11 +414,11 @@ def write_report(folder, experiment):
         plot_bars(panels, png, TITLES[experiment])
         legend = ("Cells: ours, mean ± std over seeds (sample std; '(n=k)': only k finite values); "
                   "[paper value] from the paper's Tables 1 and 4.")
-        if experiment == "figure5":
+        if record.layout == "discrete":
             legend = ("Cells: ours, mean ± std over seeds. Discrete blocks: each dimension uniform on "
                       "k evenly spaced values (main_mlp.py --discrete-content/-style/-modality K). "
                       "The paper shows this setting in a plot only, without numbers.")
-        if experiment == "figure8":
+        if record.trained_in:  # figure8: table1's models, evaluated on permuted content
             legend += (" The views are encoded with permuted content c', so a model that recovers "
                        "the content it sees predicts c' and not c. The paper gives no numbers here.")
         legend += (f" '†k': k of the runs did not converge (content R² of hz1 below {CONVERGED}); "

@@ -117,17 +117,17 @@ def test_table1_grid_names_and_flags():
 
 
 def test_scales():
-    quick = flag_dict(experiments.render(next(experiments.simulation_runs("table1", "r", "quick", [0])).train_flags))
+    quick = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "quick", [0], None)[0].train_flags))
     assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
                                   "--batch-size", "--train-steps", "--log-steps", "--lr")} == {
         "--content-n": "2", "--style-n": "2", "--modality-n": "2", "--encoding-size": "2",
         "--batch-size": "256", "--train-steps": "2001", "--log-steps": "500", "--lr": "0.0003"}
-    paper = flag_dict(experiments.render(next(experiments.simulation_runs("table1", "r", "paper", [0])).train_flags))
+    paper = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "paper", [0], None)[0].train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
         "6144", "300001", "0.0001", "5")
-    quick_eval = next(experiments.simulation_runs("table1", "r", "quick", [0])).eval_flags
+    quick_eval = experiments.experiment_runs("table1", "r", "quick", [0], None)[0].eval_flags
     assert quick_eval["--num-eval-batches"] == 1
-    fig = next(experiments.imgtxt_runs("r", "paper", [0], "data"))
+    fig = experiments.experiment_runs("figure3", "r", "paper", [0], "data")[0]
     assert (fig.train_flags["--batch-size"], fig.train_flags["--train-steps"], fig.train_flags["--lr"]) == (
         256, 100001, 1e-5)
 
@@ -273,7 +273,7 @@ def test_failed_training_is_reported_and_retried(tmp_path, monkeypatch, capsys):
 
 def test_figure8_reuses_table1_models(tmp_path, fake):
     run(tmp_path, "figure8", "--seeds", "1")       # trains into table1/, evaluates copies
-    expected = [r.name for r in experiments.simulation_runs("figure8", "x", "quick", [0])]
+    expected = [r.name for r in experiments.experiment_runs("figure8", "x", "quick", [0], None)]
     assert sorted(fake.trainings()) == sorted(expected)
     assert all(d.endswith("figure8") for d, _ in fake.evaluations())
     f8 = tmp_path / "runs" / "figure8" / "p0.75_cau_multi_s0"

@@ -1,0 +1,121 @@
+"""The experiments as records: what each one runs and how its report reads.
+
+experiments.py takes the grid, the entry point, where the models are trained
+and the evaluation's extra flags; report.py takes the report layout, the
+table's columns, the factor that tells whether a run converged and the
+paper's values. Adding an experiment is adding a record here. No torch: the
+runner and the report import this module.
+"""
+from dataclasses import dataclass, field
+
+# Table 1's rows: (p(chg), statistical dependence, content-dependent style).
+SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
+            (0.75, False, True), (0.75, True, True))
+ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
+# figure5's rows: which blocks are discrete, each dimension with FIG5_K values
+# (p(chg) 0.75, no dependencies: Table 1's second row with discrete blocks).
+FIG5_ROWS = (("c",), ("s",), ("m",), ("c", "s", "m"))
+FIG5_K = 5
+DISCRETE_FLAGS = {"c": "--discrete-content", "s": "--discrete-style", "m": "--discrete-modality"}
+VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) with K views
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str                  # what --list says
+    report_title: str           # the report's heading
+    script: str                 # the entry point
+    grid: tuple                 # ((row name, {flag: value}), ...); the seeds multiply it
+    layout: str                 # the report's layout: "sim", "discrete", "views" or "imgtxt"
+    columns: tuple = ()         # "sim" and "discrete" tables: ((mode, factor, header), ...)
+    paper: dict = field(default_factory=dict)  # the paper's values, keyed as the layout reads them
+    trained_in: str = None      # another experiment whose models this one evaluates
+    eval_flags: dict = field(default_factory=dict)
+    content: str = "c"          # the factor whose R² < 0.9 marks a run as not converged
+    needs_data: bool = False    # image/text: a Multimodal3DIdent folder
+
+
+def sim_row_name(p, stat, cau, mode, no_modality):
+    return f"p{p}" + "_stat" * stat + "_cau" * cau + f"_{mode}" + "_nm0" * no_modality
+
+
+def table_grid(modes, no_modality=False):
+    grid = []
+    for p, stat, cau in SIM_ROWS:
+        for mode in modes:
+            row = {"--style-change-prob": p, "--statistical-dependence": stat,
+                   "--content-dependent-style": cau,
+                   "--shared-mixing": mode == "uni", "--shared-encoder": mode == "uni"}
+            if no_modality:
+                row["--modality-n"] = 0
+            grid.append((sim_row_name(p, stat, cau, mode, no_modality), row))
+    return tuple(grid)
+
+
+# The paper's numbers: Tables 1 and 4 (nonlinear R² of h1's encodings, mean of 3 seeds,
+# 300,000 steps at batch 6,144), keyed by (p(chg), Stat, Cau), and Figure 3 (read off its plot).
+TABLE1 = {
+    (1.0, False, False): {"uni": {"c": 1.00, "s": 0.00}, "multi": {"c": 0.99, "s": 0.00, "m1": 0.00}},
+    (0.75, False, False): {"uni": {"c": 0.99, "s": 0.00}, "multi": {"c": 1.00, "s": 0.00, "m1": 0.00}},
+    (0.75, True, False): {"uni": {"c": 0.99, "s": 0.52}, "multi": {"c": 0.95, "s": 0.56, "m1": 0.00}},
+    (0.75, False, True): {"uni": {"c": 1.00, "s": 0.79}, "multi": {"c": 0.98, "s": 0.87, "m1": 0.00}},
+    (0.75, True, True): {"uni": {"c": 0.99, "s": 0.81}, "multi": {"c": 0.95, "s": 0.89, "m1": 0.00}},
+}
+TABLE4 = {
+    (1.0, False, False): {"multi": {"c": 1.00, "s": 0.00}},
+    (0.75, False, False): {"multi": {"c": 1.00, "s": 0.00}},
+    (0.75, True, False): {"multi": {"c": 0.99, "s": 0.36}},
+    (0.75, False, True): {"multi": {"c": 1.00, "s": 0.81}},
+    (0.75, True, True): {"multi": {"c": 0.99, "s": 0.83}},
+}
+# One cell per encoding size 1, 2, 3, 4, 6, 8, 10, 12: a value, a (low, high) range (low
+# None: "<= high"), or None where the plot gives nothing readable. Accuracy for discrete
+# factors, R² otherwise.
+FIGURE3 = {
+    ("image", "object_shape"): [0.21, 0.21, 0.54, 0.88, 0.97, 0.99, 1.0, 1.0],
+    ("image", "object_ypos"): [0.4] + [1.0] * 7,
+    ("image", "object_xpos"): [0.4] + [1.0] * 7,
+    **{("image", f): [(None, 0.05)] * 8
+       for f in ("object_alpharot", "object_betarot", "object_gammarot", "spotlight_pos",
+                 "spotlight_color", "background_color")},
+    ("image", "object_color"): [None] + [(0.92, 0.99)] * 7,
+    # Six values can be read off the plot for text shape; they are taken as sizes 1-8.
+    ("text", "object_shape"): [0.18, 0.15, 0.51, 0.93, 0.98, 1.0, None, None],
+    ("text", "object_ypos"): [0.4] + [1.0] * 7,
+    ("text", "object_xpos"): [0.4] + [1.0] * 7,
+    ("text", "object_color_index"): [0.09] + [None] * 6 + [0.5],
+    ("text", "text_phrasing"): [(0.49, 0.78)] * 8,
+}
+
+EXPERIMENTS = {e.name: e for e in (
+    Experiment("table1", "Table 1: simulation, unimodal and multimodal, five latent settings",
+               "Table 1: numerical simulation, nonlinear R² of the encodings h1(x1)",
+               "main_mlp.py", table_grid(("uni", "multi")), "sim",
+               columns=(("uni", "c", "unimodal c"), ("uni", "s", "unimodal s"), ("multi", "c", "multimodal c"),
+                        ("multi", "s", "multimodal s"), ("multi", "m1", "multimodal m_i")),
+               paper=TABLE1),
+    Experiment("table4", "Table 4: multimodal simulation without modality-specific latents (--modality-n 0)",
+               "Table 4: multimodal simulation without modality-specific latents, nonlinear R² of h1(x1)",
+               "main_mlp.py", table_grid(("multi",), no_modality=True), "sim",
+               columns=(("multi", "c", "content c"), ("multi", "s", "style s")), paper=TABLE4),
+    Experiment("figure8", "Figure 8: table1's multimodal models evaluated with --permuted-content",
+               "Figure 8: Table 1's multimodal models under permuted content, nonlinear R² of h1(x1)",
+               "main_mlp.py", table_grid(("multi",)), "sim",
+               columns=(("multi", "c", "c (original content)"), ("multi", "c'", "c' (permuted content)")),
+               trained_in="table1", eval_flags={"--permuted-content": True}, content="c'"),
+    Experiment("figure3", "Figure 3: image/text with position-dependent colour, by encoding size",
+               "Figure 3: image/text, position-dependent colour, prediction performance by encoding size",
+               "main_imgtxt.py", tuple((f"enc{size}", {"--encoding-size": size}) for size in ENCODING_SIZES),
+               "imgtxt", paper=FIGURE3, needs_data=True),
+    Experiment("figure5", "Figure 5: multimodal simulation with discrete content, style or modality-specific "
+               "latents", "Figure 5: multimodal simulation with discrete latent blocks, nonlinear R² of h1(x1)",
+               "main_mlp.py",
+               tuple((f"p0.75_disc{''.join(blocks)}{FIG5_K}_multi",
+                      {"--style-change-prob": 0.75, **{DISCRETE_FLAGS[b]: FIG5_K for b in blocks}})
+                     for blocks in FIG5_ROWS), "discrete",
+               columns=(("multi", "c", "content c"), ("multi", "s", "style s"), ("multi", "m1", "modality m_i"))),
+    Experiment("views", "Beyond the paper: K = 2, 3, 4 views of shared content (main_mlp.py --n-views K)",
+               "K views of shared content: nonlinear R² of every view's encoding, by number of views K",
+               "main_mlp.py", tuple((f"p1.0_k{k}_multi", {"--n-views": k}) for k in VIEW_COUNTS), "views"),
+)}
