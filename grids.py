@@ -116,6 +116,6 @@ EXPERIMENTS = {e.name: e for e in (
                      for blocks in FIG5_ROWS), "discrete",
                columns=(("multi", "c", "content c"), ("multi", "s", "style s"), ("multi", "m1", "modality m_i"))),
     Experiment("views", "Beyond the paper: K = 2, 3, 4 views of shared content (main_mlp.py --n-views K)",
-               "K views of shared content: nonlinear R² of every view's encoding, by number of views K",
+               "K views of shared content: nonlinear R² by number of views",
                "main_mlp.py", tuple((f"p1.0_k{k}_multi", {"--n-views": k}) for k in VIEW_COUNTS), "views"),
 )}
