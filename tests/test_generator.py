@@ -17,6 +17,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import generate_m3di as g  # noqa: E402
+from helpers import file_contents  # noqa: E402
 
 SMALL = ["--n-train", "12", "--n-val", "10", "--n-test", "1", "--image-size", "16",
          "--workers", "1", "--quiet"]
@@ -267,14 +268,6 @@ def test_nearest_color_examples():
 
 # ----------------------------------------------------------- determinism ---
 
-def _tree(path):
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = fh.read()
-    return out
 
 
 def test_deterministic_across_workers(tmp_path):
@@ -283,13 +276,13 @@ def test_deterministic_across_workers(tmp_path):
             "--image-size", "24", "--seed", "11", "--quiet"]
     assert g.main([str(tmp_path / "a"), "--workers", "1"] + args) == 0
     assert g.main([str(tmp_path / "b"), "--workers", "2"] + args) == 0
-    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    a, b = file_contents(tmp_path / "a"), file_contents(tmp_path / "b")
     assert len(a) == 2 * g.TASK_SIZE + 30 + 20 + 5 + 3 * 3 + 1
     assert a.keys() == b.keys()
     assert all(a[k] == b[k] for k in a)
     args[args.index("--seed") + 1] = "12"
     assert g.main([str(tmp_path / "c"), "--workers", "1"] + args) == 0
-    c = _tree(tmp_path / "c")
+    c = file_contents(tmp_path / "c")
     assert c["train/latents_image.csv"] != a["train/latents_image.csv"]
 
 

@@ -4,7 +4,6 @@ Each case runs a command (in-process through utils.run_cli, or as a real
 process where signals and pipes are involved) and checks the exit code, that
 stderr holds one line and no traceback, and that no saved file changed.
 """
-import hashlib
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +22,7 @@ import main_imgtxt
 import main_mlp
 import report
 import utils
+from helpers import file_contents as digest
 from m3di_fixture import write_m3di
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,15 +56,6 @@ def fails(capsys, main, argv, needle, code=2):
     return lines[0]
 
 
-def digest(folder):
-    """Contents of every file under folder (to show that nothing was lost or changed)."""
-    out = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def train_mlp(tmp_path, model_id="m", steps=3, extra=()):
