@@ -61,10 +61,7 @@ def build_optimizer(params, args):
 
 def set_lr(optimizer, step, args):
     """Put step's learning rate into every parameter group (a no-op for the published recipe)."""
-    if args.lr_schedule == "constant" and step > args.warmup_steps:
-        lr = args.lr
-    else:
-        lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, args.train_steps)
+    lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, args.train_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

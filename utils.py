@@ -4,6 +4,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -108,9 +109,10 @@ def refuse_existing_model(save_dir, checkpoint="checkpoint.pt"):
     this while holding the folder's lock, so that no live run is mistaken for one."""
     if not os.path.exists(os.path.join(save_dir, "args.json")):
         return
+    # f1.pt, ..., fK.pt and latent_space.pt are written before training starts.
+    written_first = re.compile(r"f\d+\.pt|latent_space\.pt")
     if not os.path.exists(os.path.join(save_dir, checkpoint)) and not any(
-            name.endswith(".pt") and not name.startswith(("f1", "f2", "latent_space"))
-            for name in os.listdir(save_dir)):
+            name.endswith(".pt") and not written_first.fullmatch(name) for name in os.listdir(save_dir)):
         return
     raise UserError(f"model folder {save_dir} already holds a model; choose another "
                     "--model-id, add --resume to continue it, or --evaluate")

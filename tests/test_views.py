@@ -110,3 +110,15 @@ def test_n_views_must_be_at_least_two(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--n-views", "1", *TINY])
     assert "--n-views must be at least 2" in capsys.readouterr().err
+
+
+def test_a_failed_start_with_three_views_does_not_block_its_id(tmp_path):
+    from utils import refuse_existing_model
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("args.json", "f1.pt", "f2.pt", "f3.pt", "latent_space.pt"):
+        (folder / name).write_text("x")
+    refuse_existing_model(str(folder))  # nothing trained yet: may start afresh
+    (folder / "g3.pt").write_text("x")
+    with pytest.raises(Exception, match="already holds a model"):
+        refuse_existing_model(str(folder))
