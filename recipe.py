@@ -6,6 +6,7 @@ the loss:
     --lr-schedule cosine   decay to 0 at --train-steps by a half cosine
     --warmup-steps N       rise linearly from lr / N to lr over the first N steps
     --adam-beta2 B         Adam's second-moment decay (default 0.999, torch's)
+    --weight-decay W       decoupled weight decay (AdamW); 0, the default, is plain Adam
     --precision bf16       run the encoders under bfloat16 autocast (as open_clip's
                            --precision amp_bfloat16); losses and probes stay float32/64
 The learning rate is a pure function of the step, so --resume needs no
@@ -30,6 +31,9 @@ def add_arguments(parser):
                         help="raise the learning rate linearly over this many first steps (default 0)")
     parser.add_argument("--adam-beta2", type=float, default=0.999,
                         help="Adam's second-moment decay rate (default 0.999)")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="decoupled weight decay (AdamW) per step, times the learning rate; "
+                             "0 (default) keeps plain Adam")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default) or bf16: the encoders' forward pass under bfloat16 "
                              "autocast; the loss is computed in float32")
@@ -43,6 +47,8 @@ def check_arguments(args):
                         f"of --train-steps {args.train_steps}")
     if not 0.0 <= args.adam_beta2 < 1.0:
         raise UserError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
+    if not 0.0 <= args.weight_decay < float("inf"):
+        raise UserError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
 
 
 def lr_at(step, lr, schedule="constant", warmup_steps=0, train_steps=1):
@@ -56,7 +62,11 @@ def lr_at(step, lr, schedule="constant", warmup_steps=0, train_steps=1):
 
 
 def build_optimizer(params, args):
-    return torch.optim.Adam(params, lr=args.lr, betas=(0.9, args.adam_beta2))
+    betas = (0.9, args.adam_beta2)
+    weight_decay = getattr(args, "weight_decay", 0.0)  # absent from older args.json
+    if weight_decay:
+        return torch.optim.AdamW(params, lr=args.lr, betas=betas, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=args.lr, betas=betas)
 
 
 def set_lr(optimizer, step, args):
@@ -65,7 +75,6 @@ def set_lr(optimizer, step, args):
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
-
 
 
 def autocast(args, device):

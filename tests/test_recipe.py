@@ -36,6 +36,17 @@ def test_set_lr_and_optimizer_defaults_are_the_published_recipe():
     recipe.set_lr(opt, 5, cosine)
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert recipe.build_optimizer(p, args(adam_beta2=0.99)).defaults["betas"] == (0.9, 0.99)
+    assert type(opt) is torch.optim.Adam  # --weight-decay 0: plain Adam, as published
+
+
+def test_weight_decay_is_decoupled_adamw():
+    """One step from w = 1 with zero gradient: AdamW shrinks w by lr * wd, Adam leaves it."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = recipe.build_optimizer([w], args(weight_decay=0.1))
+    assert type(opt) is torch.optim.AdamW and opt.defaults["weight_decay"] == 0.1
+    w.grad = torch.zeros(3)
+    opt.step()
+    assert torch.allclose(w.detach(), torch.full((3,), 1 - 1e-3 * 0.1))
 
 
 def test_default_training_is_unchanged_by_the_recipe_options(tmp_path):
@@ -44,7 +55,8 @@ def test_default_training_is_unchanged_by_the_recipe_options(tmp_path):
             "--batch-size", "32", "--train-steps", "4", "--log-steps", "4", "--no-cuda", "--seed", "3"]
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "a", *tiny])
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "b", *tiny, "--lr-schedule", "constant",
-                   "--warmup-steps", "0", "--adam-beta2", "0.999", "--precision", "fp32"])
+                   "--warmup-steps", "0", "--adam-beta2", "0.999", "--weight-decay", "0",
+                   "--precision", "fp32"])
     a, b = torch.load(tmp_path / "a" / "g1.pt"), torch.load(tmp_path / "b" / "g1.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -67,6 +79,8 @@ def test_autocast_is_engaged_only_under_bf16(precision, dtype):
     (["--warmup-steps", "-1"], "--warmup-steps"),
     (["--lr-schedule", "cosine", "--warmup-steps", "5", "--train-steps", "5"], "no steps for the cosine"),
     (["--adam-beta2", "1.0"], "--adam-beta2"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--weight-decay", "nan"], "--weight-decay"),
 ])
 def test_bad_recipe_flags(tmp_path, capsys, flags, needle):
     from utils import run_cli
