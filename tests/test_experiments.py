@@ -150,7 +150,10 @@ def test_table4_figure8_figure3_grids(tmp_path):
     assert all(r.train_flags["--datapath"] == data == r.eval_flags["--datapath"] for r in f3)
     assert generate.cmd[1].endswith("generate_m3di.py") and generate.cmd[2] == data
     gen = flag_dict(generate.cmd[3:])
-    assert gen["--image-size"] == "32" and gen["--position-dependent-color"] is True
+    assert gen["--image-size"] == "64" and gen["--position-dependent-color"] is True
+    # the recipe that learns shape (make demo-imgtxt's)
+    assert {k: f3[0].train_flags[k] for k in ("--lr-schedule", "--warmup-steps", "--precision", "--train-steps")} \
+        == {"--lr-schedule": "cosine", "--warmup-steps": 200, "--precision": "bf16", "--train-steps": 4001}
     # a given --datapath is used as is, and nothing is generated
     f3, generate = experiments.build_runs(["figure3"], "runs", "paper", [0], datapath=str(tmp_path))
     assert generate is None and f3[0].train_flags["--datapath"] == str(tmp_path)

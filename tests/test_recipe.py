@@ -87,3 +87,34 @@ def test_bad_recipe_flags(tmp_path, capsys, flags, needle):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "x", "--no-cuda", *flags])
     assert exit_info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_kaiming_encoder_init():
+    """He et al.'s variance for leaky ReLU in every layer, zero biases; torch's default otherwise."""
+    torch.manual_seed(0)
+    net = main_mlp.simulation_encoder(15, 5, "kaiming")
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 7
+    for m in linears[1:-1]:  # the wide layers, where the sample std is close to the target
+        fan_in = m.weight.shape[1]
+        target = math.sqrt(2.0 / (1 + 0.01 ** 2) / fan_in)
+        assert m.weight.std().item() == pytest.approx(target, rel=0.03)
+        assert not m.bias.any()
+    torch.manual_seed(0)
+    default = main_mlp.simulation_encoder(15, 5)
+    assert all(m.bias.any() for m in default if isinstance(m, torch.nn.Linear))
+    # torch's default draws a third of He's variance (uniform, a = sqrt(5))
+    he = math.sqrt(2.0 / (1 + 0.01 ** 2) / default[2].weight.shape[1])
+    assert default[2].weight.std().item() == pytest.approx(he / math.sqrt(6), rel=0.03)
+
+
+def test_encoder_init_is_saved_and_used(tmp_path):
+    tiny = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+            "--batch-size", "32", "--train-steps", "2", "--log-steps", "2", "--no-cuda", "--seed", "3"]
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "k", *tiny, "--encoder-init", "kaiming"])
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "t", *tiny])
+    import json
+    assert json.loads((tmp_path / "k" / "args.json").read_text())["encoder_init"] == "kaiming"
+    k, t = torch.load(tmp_path / "k" / "g1.pt"), torch.load(tmp_path / "t" / "g1.pt")
+    # two Adam steps move a zero bias by at most 2 * lr: the kaiming run started from zero biases
+    assert k["0.bias"].abs().max() <= 2.1e-4 < t["0.bias"].abs().max()
