@@ -119,9 +119,11 @@ def test_table1_grid_names_and_flags():
 def test_scales():
     quick = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "quick", [0], None)[0].train_flags))
     assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
-                                  "--batch-size", "--train-steps", "--log-steps", "--lr")} == {
-        "--content-n": "2", "--style-n": "2", "--modality-n": "2", "--encoding-size": "2",
-        "--batch-size": "256", "--train-steps": "2001", "--log-steps": "500", "--lr": "0.0003"}
+                                  "--batch-size", "--train-steps", "--log-steps", "--lr", "--lr-schedule",
+                                  "--warmup-steps", "--encoder-init")} == {
+        "--content-n": "3", "--style-n": "3", "--modality-n": "3", "--encoding-size": "3",
+        "--batch-size": "256", "--train-steps": "3001", "--log-steps": "500", "--lr": "0.001",
+        "--lr-schedule": "cosine", "--warmup-steps": "100", "--encoder-init": "kaiming"}
     paper = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "paper", [0], None)[0].train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
         "6144", "300001", "0.0001", "5")
@@ -244,7 +246,7 @@ def test_unfinished_training_is_redone(tmp_path, fake):
 def test_interrupted_training_with_checkpoint_is_resumed(tmp_path, fake, capsys):
     folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
     folder.mkdir(parents=True)
-    (folder / "args.json").write_text(json.dumps({"content_n": 2, "batch_size": 256}))
+    (folder / "args.json").write_text(json.dumps({"content_n": 3, "batch_size": 256}))
     (folder / experiments.CHECKPOINT).write_text("state at step 3000")
     run(tmp_path, "table4", "--seeds", "1", "--dry-run")
     assert "--resume" in capsys.readouterr().out
@@ -310,7 +312,7 @@ def test_same_value():
 
 def test_reuse_with_other_settings_is_refused(tmp_path, fake):
     run(tmp_path, "table1", "--seeds", "1")
-    with pytest.raises(UserError, match=r"trained with other settings: --content-n 2 \(here 5\).*"
+    with pytest.raises(UserError, match=r"trained with other settings: --content-n 3 \(here 5\).*"
                                         r"--batch-size 256 \(here 6144\).*and 9 more folders"):
         run(tmp_path, "table1", "--seeds", "1", "--scale", "paper")
 
@@ -363,3 +365,14 @@ def test_views_grid():
     assert generate is None and len(runs) == 9
     assert [r.row["--n-views"] for r in runs[::3]] == [2, 3, 4]
     assert all(r.script == "main_mlp.py" and r.train_dir == r.run_dir for r in runs)
+
+
+def test_recipe_flags_left_out_mean_their_defaults(tmp_path):
+    """A model trained with a recipe is not reused for a command without the recipe's flags."""
+    (tmp_path / "args.json").write_text(json.dumps({"lr": 1e-3, "encoder_init": "kaiming",
+                                                    "lr_schedule": "cosine", "warmup_steps": 100}))
+    assert experiments.settings_conflicts(str(tmp_path), {"--lr": 1e-3}) == [
+        "--lr-schedule cosine (here constant)", "--warmup-steps 100 (here 0)",
+        "--encoder-init kaiming (here torch)"]
+    same = {"--lr": 1e-3, "--encoder-init": "kaiming", "--lr-schedule": "cosine", "--warmup-steps": 100}
+    assert experiments.settings_conflicts(str(tmp_path), same) == []
