@@ -122,7 +122,7 @@ def test_scales():
                                   "--batch-size", "--train-steps", "--log-steps", "--lr", "--lr-schedule",
                                   "--warmup-steps", "--encoder-init")} == {
         "--content-n": "3", "--style-n": "3", "--modality-n": "3", "--encoding-size": "3",
-        "--batch-size": "256", "--train-steps": "3001", "--log-steps": "500", "--lr": "0.001",
+        "--batch-size": "256", "--train-steps": "5001", "--log-steps": "500", "--lr": "0.001",
         "--lr-schedule": "cosine", "--warmup-steps": "100", "--encoder-init": "kaiming"}
     paper = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "paper", [0], None)[0].train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
