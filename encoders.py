@@ -35,11 +35,11 @@ def simulation_encoder(latent_dim, encoding_size, init="torch"):
 def kaiming_init_(net, slope=0.01):
     """Variance-preserving weights for a LeakyReLU MLP, zero biases, in place.
 
-    torch's default draws weights with a third of this variance, so the seven
-    layers shrink the input's spread about 600-fold at initialisation (measured
-    at blocks of 5; kaiming: 0.6-0.8 of it); training then
-    finds the content one dimension at a time, with long plateaus between
-    (REPRODUCTION.md, "Towards converged runs")."""
+    torch's default draws weights with a third of this variance, so its seven
+    layers start out shrinking the spread of their input about 600-fold
+    (measured at blocks of 5; with this init the output keeps 0.6-0.8 of it),
+    and training then finds the content one dimension at a time, with long
+    plateaus between (REPRODUCTION.md, "Converged runs")."""
     for module in net:
         if isinstance(module, nn.Linear):
             nn.init.kaiming_normal_(module.weight, a=slope, nonlinearity="leaky_relu")
