@@ -129,11 +129,11 @@ def build_latent_space(args, train_seed, device, saved_params=None):
 
 def build_encoders(args, dim):
     """g1, ..., gK (one shared network with --shared-encoder)."""
-    init = getattr(args, "encoder_init", "torch")  # absent from older args.json
-    encoders = [simulation_encoder(dim, args.encoding_size, init)]
+    def new():
+        return simulation_encoder(dim, args.encoding_size, args.encoder_init)
+    encoders = [new()]
     for _ in range(1, args.n_views):
-        shared = args.shared_encoder
-        encoders.append(encoders[0] if shared else simulation_encoder(dim, args.encoding_size, init))
+        encoders.append(encoders[0] if args.shared_encoder else new())
     return encoders
 
 

@@ -63,9 +63,8 @@ def lr_at(step, lr, schedule="constant", warmup_steps=0, train_steps=1):
 
 def build_optimizer(params, args):
     betas = (0.9, args.adam_beta2)
-    weight_decay = getattr(args, "weight_decay", 0.0)  # absent from older args.json
-    if weight_decay:
-        return torch.optim.AdamW(params, lr=args.lr, betas=betas, weight_decay=weight_decay)
+    if args.weight_decay:
+        return torch.optim.AdamW(params, lr=args.lr, betas=betas, weight_decay=args.weight_decay)
     return torch.optim.Adam(params, lr=args.lr, betas=betas)
 
 

@@ -269,7 +269,6 @@ def test_nearest_color_examples():
 # ----------------------------------------------------------- determinism ---
 
 
-
 def test_deterministic_across_workers(tmp_path):
     """Byte-identical output with 1 and 2 worker processes (several tasks)."""
     args = ["--n-train", str(2 * g.TASK_SIZE + 30), "--n-val", "20", "--n-test", "5",

@@ -56,8 +56,6 @@ def fails(capsys, main, argv, needle, code=2):
     return lines[0]
 
 
-
-
 def train_mlp(tmp_path, model_id="m", steps=3, extra=()):
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", model_id, "--seed", "3",
                    "--train-steps", str(steps), *TINY, *extra])

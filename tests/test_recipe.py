@@ -10,7 +10,7 @@ import recipe
 
 
 def args(**kw):
-    base = dict(lr=1e-3, lr_schedule="constant", warmup_steps=0, adam_beta2=0.999, train_steps=101,
+    base = dict(lr=1e-3, lr_schedule="constant", warmup_steps=0, adam_beta2=0.999, weight_decay=0.0, train_steps=101,
                 precision="fp32")
     return Namespace(**{**base, **kw})
 
