@@ -51,7 +51,8 @@ MODEL_FILES = {"main_mlp.py": ("args.json", "g1.pt", "g2.pt"),
 NOT_COMPARED = {"--model-dir", "--model-id", "--datapath", "--workers", "--log-steps",
                 "--checkpoint-steps"}
 # The entry points' defaults of the recipe flags (the published recipe): a model
-# trained with another recipe must not pass for one trained without the flags.
+# trained with another recipe must not pass for one trained without the flags
+# (torch-free copy: experiments.py runs without torch; a test checks they match).
 RECIPE_DEFAULTS = {"--lr-schedule": "constant", "--warmup-steps": 0, "--adam-beta2": 0.999,
                    "--weight-decay": 0.0, "--precision": "fp32", "--encoder-init": "torch"}
 

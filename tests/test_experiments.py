@@ -376,3 +376,15 @@ def test_recipe_flags_left_out_mean_their_defaults(tmp_path):
         "--encoder-init kaiming (here torch)"]
     same = {"--lr": 1e-3, "--encoder-init": "kaiming", "--lr-schedule": "cosine", "--warmup-steps": 100}
     assert experiments.settings_conflicts(str(tmp_path), same) == []
+
+
+@pytest.mark.parametrize("entry", ["main_mlp", "main_imgtxt"])
+def test_recipe_defaults_are_the_entry_points(entry):
+    """experiments.py keeps a torch-free copy of the recipe flags' defaults; it must match the parsers."""
+    module = __import__(entry)
+    parsed = vars(module.build_parser().parse_args(["--datapath", "unused"] if entry == "main_imgtxt" else []))
+    for flag, value in experiments.RECIPE_DEFAULTS.items():
+        key = flag.lstrip("-").replace("-", "_")
+        if key in parsed:
+            assert parsed[key] == value, flag
+    assert "lr_schedule" in parsed and "precision" in parsed
