@@ -162,17 +162,38 @@ def content_factor(experiment):
     return grids.EXPERIMENTS[experiment].content
 
 
-def not_converged(runs, experiment):
-    """[(run name, content R²)] of the runs whose nonlinear content R² (hz1) is below 0.9."""
-    out = []
+def hz1_r2(results, factor):
+    """Nonlinear R² of predicting factor from hz1 (NaN where results.csv lacks it)."""
+    if not {"encoding", "predicted_factors", "r2_nonlinear"} <= set(results):
+        return math.nan
+    hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
+    return float(hz1.get(factor, math.nan))
+
+
+def content_r2(runs, experiment, folder):
+    """{run name: content R² of hz1} that says whether each model converged.
+
+    figure8 evaluates table1's models on permuted content, where content-dependent
+    style legitimately spoils c'; a model is judged on its own (table1) evaluation,
+    in the sibling folder, and on c' only where that is missing."""
+    source = grids.EXPERIMENTS[experiment].trained_in
+    out = {}
     for name, args, results in runs:
-        if not {"encoding", "predicted_factors", "r2_nonlinear"} <= set(results):
-            continue
-        hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
-        value = float(hz1.get(content_factor(experiment), math.nan))
-        if not value >= CONVERGED:
-            out.append((name, value))
+        own = os.path.join(os.path.dirname(os.path.abspath(folder)), source or "", name, "results.csv")
+        if source and os.path.isfile(own):
+            try:
+                out[name] = hz1_r2(read_results(own), "c")
+                continue
+            except (UserError, ValueError, OSError):
+                pass
+        out[name] = hz1_r2(results, content_factor(experiment))
     return out
+
+
+def not_converged(runs, experiment, folder):
+    """[(run name, content R²)] of the runs whose nonlinear content R² (hz1) is below 0.9."""
+    return [(name, value) for name, value in content_r2(runs, experiment, folder).items()
+            if not value >= CONVERGED]
 
 
 def sim_values(runs, notes, key_of=sim_key):
@@ -190,11 +211,12 @@ def sim_values(runs, notes, key_of=sim_key):
     return table
 
 
-def sim_report(experiment, runs, notes):
+def sim_report(experiment, runs, notes, folder):
     """Markdown section and bar-chart panels of a simulation experiment."""
     record = grids.EXPERIMENTS[experiment]
     discrete = record.layout == "discrete"
-    values = sim_values(runs, notes, discrete_key if discrete else sim_key)
+    key_of = discrete_key if discrete else sim_key
+    values = sim_values(runs, notes, key_of)
     columns = record.columns
     paper = record.paper
     found = sorted({k for k, _ in values} - set(SIM_ROWS))
@@ -204,7 +226,11 @@ def sim_report(experiment, runs, notes):
     keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))
     content = content_factor(experiment)
-    stalled = {k: sum(not v >= CONVERGED for v in f.get(content, [])) for k, f in values.items()}
+    stalled = {}
+    for name, _ in not_converged(runs, experiment, folder):
+        args = next(a for n, a, _ in runs if n == name)
+        where = (key_of(args), sim_mode(args))
+        stalled[where] = stalled.get(where, 0) + 1
     rows = []
     for key in keys:
         if not any((key, mode) in values for mode in modes) and key not in paper:
@@ -410,7 +436,7 @@ def write_report(folder, experiment):
                   "The claim: content is recovered from every view's encoding, no modality-specific "
                   "block from any. Not in the paper, so there is no paper column.")
     elif kind == "sim":
-        table, panels = sim_report(experiment, runs, notes)
+        table, panels = sim_report(experiment, runs, notes, folder)
         plot_bars(panels, png, TITLES[experiment])
         legend = ("Cells: ours, mean ± std over seeds (sample std; '(n=k)': only k finite values); "
                   "[paper value] from the paper's Tables 1 and 4.")
@@ -420,7 +446,9 @@ def write_report(folder, experiment):
                       "The paper shows this setting in a plot only, without numbers.")
         if record.trained_in:  # figure8: table1's models, evaluated on permuted content
             legend += (" The views are encoded with permuted content c', so a model that recovers "
-                       "the content it sees predicts c' and not c. The paper gives no numbers here.")
+                       "the content it sees predicts c' and not c. The paper gives no numbers here. "
+                       f"Whether a model converged is judged on its {record.trained_in} evaluation "
+                       "(content c without permutation), where present.")
         legend += (f" '†k': k of the runs did not converge (content R² of hz1 below {CONVERGED}); "
                    "they are listed below the figure.")
     else:
@@ -432,7 +460,7 @@ def write_report(folder, experiment):
              f"{len(runs)} runs with results in `{folder}`. Settings: "
              f"{settings_line(runs, SHOWN_SETTINGS[kind])}.", "", legend, "", table, "",
              f"![{experiment}]({os.path.basename(png)})", ""]
-    stalled = not_converged(runs, experiment) if kind == "sim" else []  # judged on hz1's content
+    stalled = not_converged(runs, experiment, folder) if kind == "sim" else []  # judged on hz1's content
     if stalled:
         lines += [f"Not converged (content R² of hz1 below {CONVERGED}; averaged in above, marked †):", "",
                   *(f"- {name}: {number(value)}" for name, value in stalled), ""]

@@ -99,6 +99,21 @@ def test_table4_and_figure8(tmp_path):
     assert_png(f8 / "figure8.png")
 
 
+def test_figure8_convergence_is_judged_on_the_models_own_evaluation(tmp_path):
+    """Content-dependent style spoils c' in a converged model: table1's c decides, c' only without it."""
+    t1, f8 = tmp_path / "table1", tmp_path / "figure8"
+    sim_run(t1, "p0.75_cau_multi_s0", p=0.75, cau=True, r2={"c": 0.95})
+    sim_run(t1, "p0.75_cau_multi_s1", p=0.75, cau=True, r2={"c": 0.70}, seed=1)
+    sim_run(f8, "p0.75_cau_multi_s0", p=0.75, cau=True, r2={"c": 0.2, "c'": 0.66})
+    sim_run(f8, "p0.75_cau_multi_s1", p=0.75, cau=True, r2={"c": 0.2, "c'": 0.95}, seed=1)
+    sim_run(f8, "p0.75_cau_multi_s2", p=0.75, cau=True, r2={"c": 0.2, "c'": 0.50}, seed=2)  # no table1 run
+    report.write_report(str(f8), "figure8")
+    md = (f8 / "report.md").read_text()
+    assert "- p0.75_cau_multi_s1: 0.70" in md and "- p0.75_cau_multi_s2: 0.50" in md
+    assert "p0.75_cau_multi_s0:" not in md
+    assert table_row(md, "| 0.75 | - | yes |")[4] == "0.70 ± 0.23 †2"
+
+
 def test_figure5_rows_by_discrete_blocks(tmp_path):
     folder = tmp_path / "figure5"
     for seed, c in ((0, 0.9), (1, 0.96)):
