@@ -264,7 +264,7 @@ def sim_panel(mode, columns, keys, labels, values, paper, content="c", stalled=N
 
 def plot_bars(panels, path, title, ylabel="nonlinear R²"):
     """Grouped bars (ours, mean ± std) with the paper's values as black ticks."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6 * len(panels), 8), 4.3), squeeze=False)
     fig.suptitle(title, fontsize=10)
     for ax, (title, labels, bars) in zip(axes[0], panels):
         width = 0.8 / len(bars)
@@ -285,7 +285,7 @@ def plot_bars(panels, path, title, ylabel="nonlinear R²"):
         ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
         ax.set_title(title)
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # never over a † mark
     save_figure(fig, path)
 
 
