@@ -6,6 +6,7 @@ All three are timed in the same run on the same device, so their ratios are
 meaningful on a noisy machine:
   ours       main_mlp.train_step (latents sampled in torch on the device, one
              encoder pass per view, pairwise distances as |a|^2 + |b|^2 - 2ab)
+  ours bf16  the same under --precision bf16 (the networks in bfloat16 autocast)
   reference  the obvious way: numpy multivariate-normal sampling copied to the
              device, four encoder passes, broadcast pairwise differences
   matmul     the step's matrix products alone (same shapes, forward and
@@ -27,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_mlp  # noqa: E402
+import recipe  # noqa: E402
 from invertible_network_utils import construct_invertible_mlp  # noqa: E402
 from losses import MultiViewLpLoss  # noqa: E402
 from utils import get_device  # noqa: E402
@@ -145,22 +147,26 @@ def main():
     gflops = throughput_gflops(device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, "
           f"float32 matmul {gflops:.0f} GFLOP/s")
-    print(f"{'batch':>6} {'ours ms':>9} {'reference ms':>13} {'matmul ms':>10} {'FLOP-floor ms':>14}"
-          f" {'ref/ours':>9} {'ours/matmul':>12}" + (f" {'published ms':>13} {'pub/ours':>9}"
-                                                     if args.published else ""))
+    print(f"{'batch':>6} {'ours ms':>9} {'bf16 ms':>8} {'reference ms':>13} {'matmul ms':>10} "
+          f"{'FLOP-floor ms':>14} {'ours/bf16':>10} {'ref/ours':>9} {'ours/matmul':>12}"
+          + (f" {'published ms':>13} {'pub/ours':>9}" if args.published else ""))
     for batch in args.batch_sizes:
         space, net, params, opt = setup(device)
         gen = torch.Generator(device=device).manual_seed(0)
         loss_fn = MultiViewLpLoss()
         ours = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, batch, gen),
                        args.steps, device)
+        bf16 = argparse.Namespace(precision="bf16")
+        half = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, batch, gen,
+                                                   autocast=lambda: recipe.autocast(bf16, device)),
+                       args.steps, device)
         _, net, params, opt = setup(device)
         ref = time_fn(lambda: reference_step(net, params, opt, batch, device), args.steps, device)
         shapes = matmul_shapes(batch)
         mm = matmul_only_ms(shapes, args.steps, device)
         floor = sum(2 * m * k * n for m, k, n in shapes) / (gflops * 1e9) * 1000
-        line = (f"{batch:>6} {ours:>9.0f} {ref:>13.0f} {mm:>10.0f} {floor:>14.0f}"
-                f" {ref / ours:>9.2f} {ours / mm:>12.2f}")
+        line = (f"{batch:>6} {ours:>9.0f} {half:>8.0f} {ref:>13.0f} {mm:>10.0f} {floor:>14.0f}"
+                f" {ours / half:>10.2f} {ref / ours:>9.2f} {ours / mm:>12.2f}")
         if args.published:
             pub = published_ms(args.published, batch, args.steps, args.no_cuda)
             line += f" {pub:>13.0f} {pub / ours:>9.2f}"
