@@ -5,7 +5,8 @@
 Table 1 row 1 (multimodal, p(chg) = 1.0, no dependencies) is trained with
 main_mlp.py, once with the published defaults (batch 6,144, lr 1e-4,
 constant) and once with a recipe (--recipe; by default kaiming-initialised
-encoders at batch 256, lr 1e-3 with a 100-step warm-up, constant after it),
+encoders at batch 256, lr 1e-3 with a 100-step warm-up, constant after it,
+in bfloat16 autocast, which runs the step 2-3x faster on a CPU with bf16),
 each at latent blocks of 2 and of 5 (content, style, modality-specific and
 encoding size all equal to the block). The training prints the linear R^2 of
 the content from h1 every --log-steps steps; the run stops when it first
@@ -25,7 +26,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = "--batch-size 6144 --lr 1e-4 --log-steps 25"
-RECIPE = "--encoder-init kaiming --batch-size 256 --lr 1e-3 --warmup-steps 100 --log-steps 100"
+RECIPE = ("--encoder-init kaiming --batch-size 256 --lr 1e-3 --warmup-steps 100 --precision bf16 "
+          "--log-steps 100")
 LINE = re.compile(r"^step (\d+):.* c (-?[\d.]+)")
 
 
