@@ -70,13 +70,13 @@ SCALES = {
     },
     # CPU-sized, chosen by measurement on 2 cores (REPRODUCTION.md). Simulation:
     # blocks of 3 (at blocks of 2 the Wishart draws of the Stat rows are nearly
-    # rank 1) at batch 256, lr 1e-3 with 100 warm-up steps and a cosine decay
-    # over 5,001 steps, encoders initialised with --encoder-init kaiming: with
-    # torch's default init the content is found one dimension at a time with
-    # plateaus of thousands of steps (blocks of 3: linear content R^2 0.32 until
-    # step 2,500); kaiming reaches 0.9 by step 2,000 for most seeds, but one
-    # run in 14 still rose at step 3,001 (0.75 -> 0.87 from 2,000 to 2,500), so
-    # 5,001 steps. About 4.5 min per model at one thread.
+    # rank 1) at batch 256, encoders initialised with --encoder-init kaiming
+    # (with torch's default init the content is found one dimension at a time,
+    # with plateaus of thousands of steps), lr 1e-3 with 100 warm-up steps and a
+    # cosine decay over 15,001 steps in bfloat16 (same curves as float32, 2-3x
+    # faster steps): 5,001 steps left two Stat runs of 57 holding style in
+    # place of part of the content (0.87); over 15,001 steps the style drops
+    # out near step 9,000 (0.99). About 4.5-5.5 min per model at one thread.
     # Image/text: the make demo-imgtxt recipe (64 px, tau 0.1, lr 1e-3 with 200
     # warm-up steps and a cosine decay over 4,001 steps, bfloat16 autocast), which
     # learns the object shape (image accuracy 0.87-0.91 at size 4 for three
@@ -84,7 +84,8 @@ SCALES = {
     "quick": {
         "sim_train": {"--content-n": 3, "--style-n": 3, "--modality-n": 3, "--encoding-size": 3,
                       "--batch-size": 256, "--lr": 1e-3, "--lr-schedule": "cosine", "--warmup-steps": 100,
-                      "--train-steps": 5001, "--encoder-init": "kaiming", "--log-steps": 500},
+                      "--train-steps": 15001, "--precision": "bf16", "--encoder-init": "kaiming",
+                      "--log-steps": 1000},
         "sim_eval": {"--num-eval-batches": 1},
         "imgtxt_train": {"--batch-size": 64, "--lr": 1e-3, "--tau": 0.1, "--train-steps": 4001,
                          "--lr-schedule": "cosine", "--warmup-steps": 200, "--precision": "bf16",

@@ -120,10 +120,10 @@ def test_scales():
     quick = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "quick", [0], None)[0].train_flags))
     assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
                                   "--batch-size", "--train-steps", "--log-steps", "--lr", "--lr-schedule",
-                                  "--warmup-steps", "--encoder-init")} == {
+                                  "--warmup-steps", "--encoder-init", "--precision")} == {
         "--content-n": "3", "--style-n": "3", "--modality-n": "3", "--encoding-size": "3",
-        "--batch-size": "256", "--train-steps": "5001", "--log-steps": "500", "--lr": "0.001",
-        "--lr-schedule": "cosine", "--warmup-steps": "100", "--encoder-init": "kaiming"}
+        "--batch-size": "256", "--train-steps": "15001", "--log-steps": "1000", "--lr": "0.001",
+        "--lr-schedule": "cosine", "--warmup-steps": "100", "--encoder-init": "kaiming", "--precision": "bf16"}
     paper = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "paper", [0], None)[0].train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
         "6144", "300001", "0.0001", "5")
