@@ -157,13 +157,15 @@ def merge(first, defaults):
     return {**first, **{k: v for k, v in defaults.items() if k not in first}}
 
 
-def experiment_runs(experiment, out, scale, seeds, datapath):
-    """The runs of an experiment's grid x seeds: where each trains and is evaluated, and how."""
+def experiment_runs(experiment, out, scale, seeds, datapath, rows=None):
+    """The runs of an experiment's grid (or its `rows`) x seeds: where each trains and is evaluated, and how."""
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.needs_data else "sim"
     data = {"--datapath": datapath} if record.needs_data else {}
     runs = []
     for row_name, row in record.grid:
+        if rows and row_name not in rows:
+            continue
         for seed in seeds:
             name = f"{row_name}_s{seed}"
             run_dir = os.path.join(out, experiment, name)
@@ -191,13 +193,16 @@ def data_plan(out, scale, datapath):
     return folder, Step("generate", folder, command("generate_m3di.py", SCALES[scale]["data"], folder))
 
 
-def build_runs(experiments, out, scale, seeds, datapath=None):
-    """All runs of the named experiments, and the data-generation Step (or None)."""
+def build_runs(experiments, out, scale, seeds, datapath=None, rows=None):
+    """All runs of the named experiments (their `rows` only, if given), and the data-generation Step (or None)."""
     runs, generate = [], None
     for experiment in experiments:
-        if grids.EXPERIMENTS[experiment].needs_data:
+        record = grids.EXPERIMENTS[experiment]
+        if rows and not any(name in rows for name, _ in record.grid):
+            continue  # none of the rows asked for is in this grid
+        if record.needs_data:
             datapath, generate = data_plan(out, scale, datapath)
-        runs += experiment_runs(experiment, out, scale, seeds, datapath)
+        runs += experiment_runs(experiment, out, scale, seeds, datapath, rows)
     return runs, generate
 
 
@@ -526,7 +531,11 @@ def build_parser():
     p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog="experiments: " + ", ".join(EXPERIMENTS) + " (or all)")
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (3)")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], metavar="N|A-B|A,B,...",
+                   help="training seeds: N for 0..N-1, A-B for A..B, or a comma list (3)")
+    p.add_argument("--rows", nargs="+", metavar="ROW",
+                   help="only these settings of the grids, by run name without _s<seed> "
+                        "(e.g. p1.0_multi; --list shows them)")
     p.add_argument("--scale", choices=sorted(SCALES), default="quick",
                    help="quick: CPU-sized settings; paper: the paper's hyperparameters (quick)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
@@ -539,6 +548,23 @@ def build_parser():
     return p
 
 
+def seed_list(text):
+    """--seeds: "3" is 0, 1, 2; "3-9" is 3..9; "0,4,7" is those."""
+    try:
+        if "-" in text:
+            first, last = (int(x) for x in text.split("-"))
+            seeds = list(range(first, last + 1))
+        elif "," in text:
+            seeds = [int(x) for x in text.split(",")]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N, A-B or A,B,...") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} gives no seeds (seeds are integers >= 0)")
+    return list(dict.fromkeys(seeds))
+
+
 def parse_args(argv):
     args = build_parser().parse_args(argv)
     names = list(EXPERIMENTS) if args.experiments == ["all"] else args.experiments
@@ -547,20 +573,29 @@ def parse_args(argv):
         raise UserError(f"unknown experiment {unknown[0]!r} (choose from {', '.join(EXPERIMENTS)}, all)")
     if not names and not args.list:
         raise UserError(f"name at least one experiment ({', '.join(EXPERIMENTS)}, all) or use --list")
-    if args.seeds < 1 or args.jobs < 1:
-        raise UserError("--seeds and --jobs must be at least 1")
+    if args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
     args.experiments = list(dict.fromkeys(names)) or list(EXPERIMENTS)
+    if args.rows:
+        known = {name for e in args.experiments for name, _ in grids.EXPERIMENTS[e].grid}
+        missing = [row for row in args.rows if row not in known]
+        if missing:
+            raise UserError(f"--rows: no setting {missing[0]!r} in {', '.join(args.experiments)} "
+                            f"(they have: {', '.join(sorted(known))})")
     return args
 
 
 def print_grids(args):
     for experiment in args.experiments:
-        runs = experiment_runs(experiment, args.out, args.scale, range(args.seeds),
-                               args.datapath or "DATAPATH")
+        runs = experiment_runs(experiment, args.out, args.scale, args.seeds,
+                               args.datapath or "DATAPATH", args.rows)
+        if not runs:
+            continue
+        n_seeds = len(args.seeds)
         print(f"{experiment}: {EXPERIMENTS[experiment]}")
-        print(f"  {len(runs)} runs = {len(runs) // args.seeds} settings x {args.seeds} seeds, "
-              f"in {os.path.join(args.out, experiment)}/<setting>_s<seed>")
-        for run in runs[::args.seeds]:
+        print(f"  {len(runs)} runs = {len(runs) // n_seeds} settings x {n_seeds} seeds "
+              f"({', '.join(map(str, args.seeds))}), in {os.path.join(args.out, experiment)}/<setting>_s<seed>")
+        for run in runs[::n_seeds]:
             print(f"    {run.name[:run.name.rindex('_s')]:<24} {' '.join(render(run.row))}")
         record = grids.EXPERIMENTS[experiment]
         kind = "imgtxt" if record.needs_data else "sim"
@@ -578,7 +613,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.list:
         return print_grids(args)
-    runs, generate = build_runs(args.experiments, args.out, args.scale, range(args.seeds), args.datapath)
+    runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows)
     check_reuse(runs)
     jobs = group_jobs(runs)
     for job in jobs:

@@ -190,7 +190,7 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in experiments.EXPERIMENTS:
         assert f"{name}:" in out
-    assert "30 runs = 10 settings x 3 seeds" in out and "p0.75_stat_cau_multi " in out
+    assert "30 runs = 10 settings x 3 seeds (0, 1, 2)" in out and "p0.75_stat_cau_multi " in out
 
 
 # ------------------------------------------------------- dry run, skip ---
@@ -388,3 +388,26 @@ def test_recipe_defaults_are_the_entry_points(entry):
         if key in parsed:
             assert parsed[key] == value, flag
     assert "lr_schedule" in parsed and "precision" in parsed
+
+
+@pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("3-5", [3, 4, 5]), ("0,4,7", [0, 4, 7]),
+                                         ("2,2", [2])])
+def test_seed_list(text, seeds):
+    assert experiments.seed_list(text) == seeds
+
+
+@pytest.mark.parametrize("flag", ["0", "5-3", "x", "-1", "1-"])
+def test_bad_seeds_are_one_line_errors(flag):
+    with pytest.raises(UserError, match="--seeds"):
+        experiments.parse_args(["table1", "--seeds", flag])
+
+
+def test_rows_and_seed_range_select_runs(tmp_path, capsys):
+    assert run(tmp_path, "table1", "figure5", "--rows", "p1.0_multi", "p0.75_discs5_multi",
+               "--seeds", "3-4", "--dry-run") == 0
+    out = capsys.readouterr().out
+    trained = sorted({flag_dict(line.split())["--model-id"] for line in out.splitlines()
+                      if "main_mlp.py" in line and "--evaluate" not in line})
+    assert trained == ["p0.75_discs5_multi_s3", "p0.75_discs5_multi_s4", "p1.0_multi_s3", "p1.0_multi_s4"]
+    with pytest.raises(UserError, match="--rows: no setting 'p2_multi' in table1"):
+        experiments.parse_args(["table1", "--rows", "p2_multi"])
