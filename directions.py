@@ -34,12 +34,7 @@ def load_model(folder, device):
         raise UserError(f"{folder}/args.json records no training seed")
     args = parser.parse_args([])
     vars(args).update({k: v for k, v in saved.items() if k in vars(args)})
-    params = main_mlp.saved_latent_params(folder, args)
-    if params is None:  # a folder of the published scripts
-        params = main_mlp.published_latent_params(args, saved, folder)
-    space = main_mlp.build_latent_space(args, saved["seed"], device, params)
-    net = main_mlp.load_networks(args, folder, space.view_dim, device)
-    return args, space, net
+    return (args, *main_mlp.load_trained(args, folder, saved, device))
 
 
 def principal_r2(h, y):

@@ -369,11 +369,7 @@ def evaluate(args, device):
     save_dir, saved = load_for_evaluation(args)
     print(f"Evaluation seed {args.seed} (training seed {saved['seed']}); device {device}")
     set_seed(args.seed)
-    params = saved_latent_params(save_dir, args)
-    if params is None:
-        params = published_latent_params(args, saved, save_dir)
-    space = build_latent_space(args, saved["seed"], device, params)
-    net = load_networks(args, save_dir, space.view_dim, device)
+    space, net = load_trained(args, save_dir, saved, device)
 
     loss_fn = MultiViewLpLoss()
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -391,6 +387,15 @@ def evaluate(args, device):
     run.save_results(save_dir, results, args, saved, val_loss=val_loss, test_loss=test_loss,
                      eval_batch=EVAL_BATCH)
     return results
+
+
+def load_trained(args, save_dir, saved, device):
+    """(latent space, networks) of a trained model folder, ours or the published scripts'."""
+    params = saved_latent_params(save_dir, args)
+    if params is None:
+        params = published_latent_params(args, saved, save_dir)
+    space = build_latent_space(args, saved["seed"], device, params)
+    return space, load_networks(args, save_dir, space.view_dim, device)
 
 
 def load_networks(args, save_dir, dim, device):
