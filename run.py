@@ -139,11 +139,20 @@ def evaluation_folder(args, parser, loaded_args, need_seed=False):
     return save_dir, saved
 
 
-def save_results(save_dir, results, args, saved, **extra):
-    """evaluation.json (every evaluation setting, both seeds, `extra`) and results.csv with
-    pandas' index column, as the published scripts write it. Call after printing the
+# Flags that only steer training. An evaluation parses them too, at their defaults
+# (lr 1e-5, 100,001 steps, ...), which evaluation.json must not record as if they were
+# the model's: its training settings are in args.json beside it.
+TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", "lr_schedule", "warmup_steps",
+                  "adam_beta2", "weight_decay")
+
+
+def save_results(save_dir, results, args, saved, unused=(), **extra):
+    """evaluation.json (the settings the evaluation used, both seeds, `extra`) and
+    results.csv with pandas' index column, as the published scripts write it. `unused`:
+    an entry point's own flags that its evaluation ignores. Call after printing the
     results: a failed write (a full disk) then loses nothing."""
-    settings = {k: v for k, v in vars(args).items() if k not in ("model_dir", "model_id", "evaluate")}
+    skip = {"model_dir", "model_id", "evaluate", *TRAINING_FLAGS, *unused}
+    settings = {k: v for k, v in vars(args).items() if k not in skip}
     atomic_write_json(os.path.join(save_dir, "evaluation.json"),
                       {**settings, "training_seed": saved.get("seed"), **extra})
     atomic_write_csv(results, os.path.join(save_dir, "results.csv"), index=True)

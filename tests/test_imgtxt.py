@@ -191,6 +191,12 @@ def test_evaluate(trained, data):
         assert all(np.isfinite(scored)) and all(np.isnan(blank))
     assert np.allclose(results[RESULT_COLUMNS[4:]].to_numpy(float), saved[RESULT_COLUMNS[4:]].to_numpy(float),
                        equal_nan=True)
+    # evaluation.json records what the evaluation used, not training flags at their defaults
+    record = json.load(open(os.path.join(trained, "conv", "evaluation.json")))
+    assert record["seed"] == 6 and record["batch_size"] == 4 and record["datapath"] == str(data)
+    assert record["training_seed"] == json.load(open(os.path.join(trained, "conv", "args.json")))["seed"]
+    assert {"val_loss", "test_loss", "tau", "encoding_size"} <= set(record)
+    assert not {"lr", "train_steps", "lr_schedule", "warmup_steps", "precision", "checkpoint_steps"} & set(record)
 
 
 def test_evaluate_gru_module_prefix_and_load_args(data, tmp_path):

@@ -47,6 +47,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert on_disk.loc[on_disk.predicted_factors == "c'", "r2_linear"].isna().all()
     pd.testing.assert_frame_equal(on_disk, results, check_exact=False, rtol=1e-9)
     assert "Step" not in out
+    record = json.loads((folder / "evaluation.json").read_text())
+    assert record["training_seed"] == 3 and record["eval_batch"] == main_mlp.EVAL_BATCH and "val_loss" in record
+    assert not {"lr", "train_steps", "batch_size", "precision", "encoder_init"} & set(record)
 
 
 def test_log_steps_one_fires_every_step(tmp_path, capsys):
