@@ -372,8 +372,7 @@ def evaluate(args, device):
         rows += factor_rows(m, hz, splits, device, seed)
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     print(results.to_string())  # before writing: a failed write (full disk) loses nothing
-    # Evaluation encodes in float32, whatever --precision says.
-    run.save_results(save_dir, results, args, saved, unused=("checkpoint_steps", "save_all_checkpoints", "precision"),
+    run.save_results(save_dir, results, args, saved, unused=("checkpoint_steps", "save_all_checkpoints"),
                      val_loss=loss["val"], test_loss=loss["test"])
     print(f"Saved {os.path.join(save_dir, 'results.csv')}")
     return results

@@ -384,8 +384,8 @@ def evaluate(args, device):
     results = probe_results(args, val, test, device)
     print("Regression results:")
     print(results.to_string(index=False))
-    # Evaluation samples batches of EVAL_BATCH pairs in float32, whatever --batch-size and --precision say.
-    run.save_results(save_dir, results, args, saved, unused=("batch_size", "precision", "encoder_init"),
+    # Evaluation samples batches of EVAL_BATCH pairs, whatever --batch-size says.
+    run.save_results(save_dir, results, args, saved, unused=("batch_size", "encoder_init"),
                      val_loss=val_loss, test_loss=test_loss, eval_batch=EVAL_BATCH)
     return results
 

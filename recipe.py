@@ -21,6 +21,8 @@ from utils import UserError
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
+# All of this module's flags steer training only: both evaluations run in float32.
+TRAINING_FLAGS = ("lr_schedule", "warmup_steps", "adam_beta2", "weight_decay", "precision")
 
 
 def add_arguments(parser):

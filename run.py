@@ -142,8 +142,7 @@ def evaluation_folder(args, parser, loaded_args, need_seed=False):
 # Flags that only steer training. An evaluation parses them too, at their defaults
 # (lr 1e-5, 100,001 steps, ...), which evaluation.json must not record as if they were
 # the model's: its training settings are in args.json beside it.
-TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", "lr_schedule", "warmup_steps",
-                  "adam_beta2", "weight_decay")
+TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", *recipe.TRAINING_FLAGS)
 
 
 def save_results(save_dir, results, args, saved, unused=(), **extra):
