@@ -22,18 +22,25 @@ import torch
 from sklearn.linear_model import LinearRegression
 
 import main_mlp
+import run
 from losses import MultiViewLpLoss
-from utils import UserError, atomic_write_csv, check_writable, get_device, read_saved_args, run_cli, set_seed
+from utils import FolderLock, UserError, atomic_write_csv, check_writable, get_device, read_saved_args, run_cli, set_seed
 
 
 def load_model(folder, device):
     """(args, latent space, encoders) of a main_mlp.py model folder, as trained."""
     parser = main_mlp.build_parser()
-    saved = read_saved_args(os.path.join(folder, "args.json"), parser)
+    path = os.path.join(folder, "args.json")
+    saved = read_saved_args(path, parser)
+    if "datapath" in saved or not os.path.isfile(os.path.join(folder, "f1.pt")):
+        raise UserError(f"{folder} is not a simulation model of main_mlp.py (no f1.pt"
+                        f"{', an image/text run' if 'datapath' in saved else ''})")
     if "seed" not in saved:
-        raise UserError(f"{folder}/args.json records no training seed")
+        raise UserError(f"{path} records no training seed")
     args = parser.parse_args([])
     vars(args).update({k: v for k, v in saved.items() if k in vars(args)})
+    run.check_restored(main_mlp.check_args, args, path, saved)
+    run.check_seed(f"{path}: seed", saved["seed"])
     return (args, *main_mlp.load_trained(args, folder, saved, device))
 
 
@@ -72,6 +79,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.batches < 1:
         raise UserError(f"--batches must be at least 1, got {args.batches}")
+    run.check_seed("--seed", args.seed)
     device = get_device(args.no_cuda)
     for folder in args.folders:
         if not os.path.isdir(folder):
@@ -79,8 +87,9 @@ def main(argv=None):
         check_writable(folder, "directions.csv")
     for folder in args.folders:
         set_seed(args.seed)
-        table = directions(folder, args.batches, args.seed, device)
-        atomic_write_csv(table, os.path.join(folder, "directions.csv"))
+        with FolderLock(folder):  # not beside a training still writing the encoders
+            table = directions(folder, args.batches, args.seed, device)
+            atomic_write_csv(table, os.path.join(folder, "directions.csv"))
         wide = table.pivot_table(index=["block", "direction"], columns="encoding", values="r2_linear")
         shares = table.groupby(["block", "direction"])["variance_share"].first()
         wide.insert(0, "variance_share", shares)

@@ -41,6 +41,9 @@ EXPERIMENTS = {name: e.title for name, e in grids.EXPERIMENTS.items()}
 # Evaluation seed = training seed + this: fresh samples (the entry points refuse
 # the training seed), yet reproducible.
 EVAL_SEED_OFFSET = 10_000
+# The entry points take seeds 0..2^32 - 1; a grid's evaluation seeds must stay below that.
+MAX_SEED = 2**32 - 1 - EVAL_SEED_OFFSET
+MAX_SEEDS = 1000  # seeds per command: each is a training of every setting
 TRAINED = "TRAINED"
 CHECKPOINT = "checkpoint.pt"  # written by the entry points during training, for --resume
 LOCK = ".experiments.lock"
@@ -209,7 +212,14 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None):
 # ------------------------------------------------------- state on disk ---
 
 def has_results(folder):
-    return os.path.isfile(os.path.join(folder, "results.csv"))
+    """A results.csv with a header and at least one row: an empty or truncated file (a full
+    disk under another writer, a file made by hand) is no finished evaluation."""
+    try:
+        with open(os.path.join(folder, "results.csv"), errors="replace") as f:
+            lines = [line for _, line in zip(range(2), f) if line.strip()]
+    except OSError:
+        return False
+    return len(lines) == 2 and "," in lines[0]
 
 
 def is_trained(folder):
@@ -376,9 +386,26 @@ def copy_model(source, dest):
     os.rename(partial, dest)
 
 
+def remove_unfinished(folder):
+    """Delete what an interrupted run left, under the folder's lock: a folder that a live
+    process holds (a training started by hand, another runner's child) is never removed."""
+    try:
+        with FolderLock(folder):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if name != ".lock":
+                    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    except UserError as err:
+        raise StepFailed(f"cannot clear {folder}: {err}") from None
+    try:
+        os.rmdir(folder)  # empty now; gone, as a fresh run expects
+    except OSError:
+        pass
+
+
 def execute(step, env):
     if step.kind == "remove":
-        shutil.rmtree(step.folder)
+        remove_unfinished(step.folder)
     elif step.kind == "copy":
         copy_model(step.source, step.folder)
     elif step.kind == "train":
@@ -553,15 +580,24 @@ def seed_list(text):
     try:
         if "-" in text:
             first, last = (int(x) for x in text.split("-"))
+            if last - first >= MAX_SEEDS:  # before building the list: 0-100000000000 would exhaust memory
+                raise argparse.ArgumentTypeError(f"{text!r} names {last - first + 1} seeds; at most "
+                                                 f"{MAX_SEEDS} per command")
             seeds = list(range(first, last + 1))
         elif "," in text:
             seeds = [int(x) for x in text.split(",")]
         else:
+            if int(text) > MAX_SEEDS:
+                raise argparse.ArgumentTypeError(f"{text!r} names {int(text)} seeds; at most {MAX_SEEDS} "
+                                                 "per command")
             seeds = list(range(int(text)))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not N, A-B or A,B,...") from None
     if not seeds or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"{text!r} gives no seeds (seeds are integers >= 0)")
+    if len(seeds) > MAX_SEEDS or max(seeds) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_SEEDS} seeds, each at most {MAX_SEED} "
+                                         f"(the evaluation seed is the training seed + {EVAL_SEED_OFFSET})")
     return list(dict.fromkeys(seeds))
 
 

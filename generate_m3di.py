@@ -280,6 +280,9 @@ def _int_in(lo, hi=None, what="an integer"):
     return parse
 
 
+MAX_PAIRS = 10_000_000  # per split: 80 times the published training set
+
+
 class _OneLineErrorParser(argparse.ArgumentParser):
     """Bad input: one line on stderr naming the flag, exit status 2."""
 
@@ -293,9 +296,10 @@ def build_parser():
                     "(published folder format) without Blender.")
     p.add_argument("outdir", nargs="?", metavar="OUTDIR",
                    help="output folder (created; must be empty unless --overwrite)")
-    p.add_argument("--n-train", type=_int_in(1), default=125000, help="training pairs (125000)")
-    p.add_argument("--n-val", type=_int_in(1), default=10000, help="validation pairs (10000)")
-    p.add_argument("--n-test", type=_int_in(1), default=10000, help="test pairs (10000)")
+    p.add_argument("--n-train", type=_int_in(1, MAX_PAIRS), default=125000,
+                   help=f"training pairs (125000; at most {MAX_PAIRS:,}, a split's latents are held in memory)")
+    p.add_argument("--n-val", type=_int_in(1, MAX_PAIRS), default=10000, help="validation pairs (10000)")
+    p.add_argument("--n-test", type=_int_in(1, MAX_PAIRS), default=10000, help="test pairs (10000)")
     p.add_argument("--seed", type=_int_in(0), default=0, help="random seed (0)")
     p.add_argument("--image-size", type=_int_in(8, 2048), default=64,
                    help="image side in pixels (64; 224 is the published size)")
@@ -332,6 +336,10 @@ def _validate(parser, args):
         out = args.outdir
         if os.path.exists(out) and not os.path.isdir(out):
             parser.error(f"argument OUTDIR: {out!r} exists and is not a folder")
+        here, target = os.path.realpath(os.getcwd()), os.path.realpath(out)
+        if here == target or here.startswith(target.rstrip(os.sep) + os.sep) or target == os.sep:
+            parser.error(f"argument OUTDIR: {out!r} is the current folder or above it; the data set is "
+                         "built beside OUTDIR and renamed into place, so name a sub-folder")
         if os.path.isdir(out) and os.listdir(out) and not args.overwrite:
             parser.error(f"argument OUTDIR: {out!r} exists and is not empty "
                          "(pass --overwrite to replace its splits)")

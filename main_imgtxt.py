@@ -28,7 +28,7 @@ from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenize
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import GatheredInfoNCE
 from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
-                   infinite_iterator, load_into, run_cli, set_seed, should_log)
+                   infinite_iterator, load_into, read_json, run_cli, set_seed, should_log)
 
 CLIP_NORM = 2.0
 # results.csv columns (the published names) and the probe behind each: regression for
@@ -148,10 +148,20 @@ def train(args, device, info=DistInfo(), given=()):
 def training_data(args, save_dir, info):
     data_vocab = os.path.join(save_dir if args.resume else args.datapath, "vocab.json")
     vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
-    # The sequence length is fixed by the first run (args.json) so that --resume keeps the model's shape.
-    length = args.sequence_length if args.resume and "sequence_length" in vars(args) else None
-    dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab, sequence_length=length,
+    # The sequence length and image size are fixed by the first run (args.json), so that
+    # --resume keeps the model's shape and the data it was trained on.
+    saved = {}
+    if args.resume:
+        path = os.path.join(save_dir, "args.json")
+        saved = read_json(path, "args.json")
+        check_metadata(saved, path)
+    dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab, sequence_length=saved.get("sequence_length"),
                                 max_sequence_length=args.max_sequence_length)
+    trained_size = saved.get("image_size")
+    if trained_size is not None and list(dataset.image_size) != trained_size:
+        raise UserError(f"--resume: {save_dir} was trained on {trained_size[0]}x{trained_size[1]} images, "
+                        f"but {dataset.paths['root']} holds {dataset.image_size[0]}x"
+                        f"{dataset.image_size[1]} images: resume on data of the training size")
     if len(dataset) < args.batch_size:
         raise UserError(f"--batch-size {args.batch_size} exceeds the {len(dataset)} training "
                         f"samples in {dataset.paths['root']}")
@@ -194,13 +204,13 @@ def run_training(args, device, info, save_dir):
 
     def save(step):
         if not all_finite(encoders.values()):
-            raise UserError(f"training diverged by step {step} (non-finite weights; try a lower "
-                            f"--lr); the last good checkpoint in {save_dir} is kept")
+            raise run.diverged(step, save_dir, args)
+        # checkpoint.pt first: a failure after it leaves a run that --resume continues.
+        run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
         for name, encoder in encoders.by_file().items():
             atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}.pt"))
             if args.save_all_checkpoints:  # the published file names
                 atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
-        run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
 
     window_sum, window_n = torch.zeros((), device=device), 0
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
@@ -227,9 +237,7 @@ def run_training(args, device, info, save_dir):
             rate = (step - first + 1) * args.batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{value:.4f}", samples_per_s=f"{rate:.1f}")
             if not math.isfinite(value):
-                raise UserError(f"training diverged: the loss is {value} at step {step} "
-                                f"(try a lower --lr or a higher --tau); the last good "
-                                f"checkpoint in {save_dir} is kept")
+                raise run.diverged(step, save_dir, args)
         if logging and info.is_main:
             tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
                        f"<Loss>: {(window_sum / window_n).item():.4f}")
@@ -259,6 +267,18 @@ def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
 
 # ---------------------------------------------------------------------------
 # Evaluation
+
+def check_metadata(saved, path):
+    """The values a training derives from its data and records beside its flags in args.json
+    (older folders lack them): the evaluation rebuilds the text encoder and checks the images
+    with them, so a hand-edited or damaged value must not pass."""
+    length, size = saved.get("sequence_length"), saved.get("image_size")
+    if length is not None and not (isinstance(length, int) and not isinstance(length, bool) and length >= 2):
+        raise UserError(f"{path}: sequence_length = {length!r} is not a sequence length (an integer >= 2)")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise UserError(f"{path}: image_size = {size!r} is not [height, width] in pixels")
+
 
 @torch.no_grad()
 def encode(dataset, encoders, args, device, loss_fn=None):
@@ -325,7 +345,8 @@ def factor_rows(modality, hz, splits, device, seed):
 
 
 def evaluate(args, device):
-    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS)
+    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, check=check_args)
+    check_metadata(saved, os.path.join(save_dir, "args.json"))
     seed = args.seed
     set_seed(seed)
     print_args(args)

@@ -28,9 +28,10 @@ from encoders import INITS, simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import MultiViewLpLoss
 from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
-                   load_into, run_cli, set_seed, should_log)
+                   flag_of, load_into, run_cli, set_seed, should_log)
 
 EVAL_BATCH = 4096
+MAX_VIEWS = 16
 
 
 def targets(n_views=2):
@@ -93,15 +94,14 @@ def check_args(args):
     for flag, (value, low) in at_least.items():
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
+    if args.n_views > MAX_VIEWS:
+        raise UserError(f"--n-views must be at most {MAX_VIEWS}, got {args.n_views} (the loss sums "
+                        "K (K - 1) / 2 pairwise terms and each view writes its own networks)")
     if not 0.0 <= args.style_change_prob <= 1.0:
         raise UserError(f"--style-change-prob must be in [0, 1], got {args.style_change_prob}")
     for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param)):
         check_finite(flag, value)
     check_discrete(args)
-
-
-def flag_of(key):
-    return "--" + key.replace("_", "-")
 
 
 def check_discrete(args):
@@ -198,7 +198,7 @@ def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, in
     return mean_over_ranks(loss.detach(), info)
 
 
-def quick_probe(space, net, loss_fn, generator, seed, save_dir="", step=0):
+def quick_probe(space, net, loss_fn, generator, args, save_dir="", step=0):
     """Loss on a fresh batch and linear R^2 of each latent block from h1 (75/25 split)."""
     with torch.no_grad():
         blocks = space.sample(2 * EVAL_BATCH, generator)
@@ -206,14 +206,13 @@ def quick_probe(space, net, loss_fn, generator, seed, save_dir="", step=0):
         blocks = {k: v[:EVAL_BATCH] for k, v in blocks.items()}
         hz1 = net.encode(1, space.views(blocks)[0]).cpu().numpy()
     if not (np.isfinite(loss) and np.isfinite(hz1).all()):
-        raise UserError(f"training diverged by step {step} (non-finite encodings; try a lower --lr); "
-                        f"the last good checkpoint in {save_dir} is kept")
+        raise run.diverged(step, save_dir, args)
     hz1 = (hz1 - hz1.mean(0)) / np.where(hz1.std(0) > 0, hz1.std(0), 1.0)
     r2 = {}
     for k in spaces.block_names(space.n_views):
         y = blocks[k].cpu().numpy()
         if y.shape[1]:
-            x_tr, x_te, y_tr, y_te = train_test_split(hz1, y, random_state=seed)
+            x_tr, x_te, y_tr, y_te = train_test_split(hz1, y, random_state=args.seed)
             r2[k] = probes.linear_r2(x_tr, y_tr, x_te, y_te)
     return loss, r2
 
@@ -234,10 +233,12 @@ def build_training(args, device):
 
 
 def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
-    for name, g in net.encoders().items():
-        atomic_torch_save(g.state_dict(), os.path.join(save_dir, f"{name}.pt"))
+    # checkpoint.pt first: a failure after it (a full disk) leaves a run that --resume
+    # continues, never encoders without the checkpoint that would resume them.
     run.save_checkpoint(save_dir, step, net.encoders(), optimizer,
                         generator=gen.get_state(), probe_generator=probe_gen.get_state())
+    for name, g in net.encoders().items():
+        atomic_torch_save(g.state_dict(), os.path.join(save_dir, f"{name}.pt"))
 
 
 def train(args, device, info=DistInfo(), given=()):
@@ -279,13 +280,12 @@ def run_training(args, device, info, save_dir, space, net):
         if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
             value = loss.item()
             if not np.isfinite(value) or (logging and not all_finite(net.encoders().values())):
-                raise UserError(f"training diverged by step {step} (non-finite loss or weights; "
-                                f"try a lower --lr); the last good checkpoint in {save_dir} is kept")
+                raise run.diverged(step, save_dir, args)
             bar.set_postfix(loss=f"{value:.4f}")
         if logging and info.is_main:
             # Probe first: a step whose encodings are no longer finite is not saved.
             # rank 0 alone: a loss that gathers nothing
-            val_loss, r2 = quick_probe(space, net, MultiViewLpLoss(), probe_gen, args.seed, save_dir, step)
+            val_loss, r2 = quick_probe(space, net, MultiViewLpLoss(), probe_gen, args, save_dir, step)
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
             tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
                        "linear R^2 from hz1: "
@@ -296,12 +296,7 @@ def run_training(args, device, info, save_dir, space, net):
 
 
 def load_for_evaluation(args):
-    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True)
-    for key in DISCRETE_FLAGS.values():
-        if saved.get(key, 0) != getattr(args, key):
-            raise UserError(f"{save_dir} was trained with {flag_of(key)} {saved.get(key, 0)}, "
-                            f"not {getattr(args, key)}; add --load-args")
-    return save_dir, saved
+    return run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True, check=check_args)
 
 
 def saved_latent_params(save_dir, args):

@@ -44,13 +44,20 @@ def add_arguments(parser):
 def check_arguments(args):
     if args.warmup_steps < 0:
         raise UserError(f"--warmup-steps must be at least 0, got {args.warmup_steps}")
-    if args.warmup_steps >= args.train_steps and args.lr_schedule == "cosine":
-        raise UserError(f"--warmup-steps {args.warmup_steps} leaves no steps for the cosine decay "
-                        f"of --train-steps {args.train_steps}")
+    if args.lr_schedule == "cosine" and args.train_steps - args.warmup_steps < 2:
+        # The cosine's last step has learning rate 0: it needs a step before it to train at all.
+        raise UserError(f"--lr-schedule cosine needs at least 2 steps after --warmup-steps "
+                        f"{args.warmup_steps}, but --train-steps is {args.train_steps}")
+    if args.warmup_steps > args.train_steps:
+        raise UserError(f"--warmup-steps {args.warmup_steps} exceeds --train-steps {args.train_steps}: "
+                        "the learning rate would never reach --lr")
     if not 0.0 <= args.adam_beta2 < 1.0:
         raise UserError(f"--adam-beta2 must be in [0, 1), got {args.adam_beta2}")
     if not 0.0 <= args.weight_decay < float("inf"):
         raise UserError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.weight_decay * args.lr >= 1.0:
+        raise UserError(f"--weight-decay {args.weight_decay} times --lr {args.lr} is at least 1: AdamW "
+                        "would scale every weight by 1 - lr * wd <= 0 at each step")
 
 
 def lr_at(step, lr, schedule="constant", warmup_steps=0, train_steps=1):

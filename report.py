@@ -47,9 +47,44 @@ def read_results(path):
     return results
 
 
-def load_runs(folder):
-    """(runs, notes): runs = [(name, args, results)] of the sub-folders with a
-    results.csv; notes = one line per sub-folder left out and why."""
+# What a run of each kind must hold to be reported: results.csv columns (the numeric
+# ones numbers or empty) and args.json settings the tables are keyed by.
+RUN_CONTENTS = {
+    "sim": {"text": ("encoding", "predicted_factors"), "numeric": ("r2_linear", "r2_nonlinear"),
+            "settings": {"style_change_prob": (int, float), "statistical_dependence": (bool,),
+                         "content_dependent_style": (bool,)},
+            "optional": {"n_views": (int,), "shared_mixing": (bool,), "shared_encoder": (bool,),
+                         **{key: (int,) for _, key in DISCRETE_KEYS}}},
+    "imgtxt": {"text": ("modality", "factor_name", "factor_type"),
+               "numeric": ("r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"),
+               "settings": {"encoding_size": (int,)}, "optional": {}},
+}
+
+
+def run_problem(kind, args, results, keyed=True):
+    """Why a run cannot enter a report of this kind, or None: a malformed file is left out
+    with its reason rather than breaking (or silently skewing) the tables."""
+    if not isinstance(args, dict):
+        return f"args.json holds a {type(args).__name__}, not a model's arguments"
+    wanted = RUN_CONTENTS[kind]
+    missing = [c for c in (*wanted["text"], *wanted["numeric"]) if c not in results]
+    if missing:
+        return f"results.csv has no column {missing[0]} (not a {'simulation' if kind == 'sim' else 'image/text'} run?)"
+    for column in wanted["numeric"]:
+        if not (pd.api.types.is_numeric_dtype(results[column]) or results[column].isna().all()):
+            return f"results.csv column {column} holds text, not numbers"
+    optional = {k: t for k, t in wanted["optional"].items() if args.get(k) is not None}
+    for key, types in {**(wanted["settings"] if keyed else {}), **optional}.items():
+        value = args.get(key)
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            return f"args.json has no valid {key} ({value!r})"
+    return None
+
+
+def load_runs(folder, kind="sim", keyed=True):
+    """(runs, notes): runs = [(name, args, results)] of the sub-folders with a valid
+    results.csv and args.json; notes = one line per sub-folder left out and why. `keyed`: the
+    report's rows are keyed by the settings of RUN_CONTENTS, which must then be present."""
     runs, notes = [], []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
@@ -66,6 +101,10 @@ def load_runs(folder):
             results = read_results(os.path.join(path, "results.csv"))
         except (UserError, ValueError, OSError) as err:
             notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
+            continue
+        problem = run_problem(kind, args, results, keyed)
+        if problem:
+            notes.append(f"{name}: left out, {problem}")
             continue
         runs.append((name, args, results))
     return runs, notes
@@ -423,11 +462,12 @@ def views_report(runs, notes, png):
 
 def write_report(folder, experiment):
     """Write <folder>/report.md and the PNG figures; return the paths written."""
-    runs, notes = load_runs(folder)
-    if not runs:
-        raise UserError(f"no run with results.csv and args.json in {folder}")
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
+    runs, notes = load_runs(folder, kind, keyed=record.layout != "views")
+    if not runs:
+        reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
+        raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
     png = os.path.join(folder, f"{experiment}.png")
     if record.layout == "views":
         table = views_report(runs, notes, png)

@@ -12,6 +12,7 @@ hands the rest to this module:
                         step and whatever else a run needs to resume
     evaluation_folder   a trained model's folder and settings for --evaluate
     save_results        evaluation.json and results.csv, after printing
+    diverged            the one error of a training whose loss or weights stopped being finite
     entry_point         main(): parse, check, set up processes, dispatch
 """
 import os
@@ -21,7 +22,7 @@ import torch
 
 import recipe
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
-from utils import (FolderLock, UserError, atomic_torch_save, atomic_write_csv, atomic_write_json,
+from utils import (FolderLock, UserError, flag_of, atomic_torch_save, atomic_write_csv, atomic_write_json,
                    check_finite, check_model_id, check_writable, draw_seed, evaluation_seed, given_flags,
                    new_model_id, read_saved_args, refuse_existing_model, resume_settings,
                    state_dict_mismatch)
@@ -31,6 +32,8 @@ CHECKPOINT = "checkpoint.pt"  # modules, optimiser, step and random streams, for
 RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
 # ... and lets these change (a longer run, other logging); any other change is refused.
 RESUME_HONOURED = ("train_steps", "log_steps")
+# Seeds seed numpy's legacy generator and scipy's Wishart draws, which take 0 <= seed < 2^32.
+MAX_SEED = 2**32 - 1
 
 
 def add_arguments(p, batch_size, lr, train_steps, log_steps):
@@ -58,8 +61,25 @@ def check_arguments(args):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     check_finite("--lr", args.lr)
+    check_seed("--seed", args.seed)
     check_model_id(args.model_id)
     recipe.check_arguments(args)
+
+
+def check_seed(what, seed):
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{what} must be in 0..{MAX_SEED}, got {seed}")
+
+
+def check_restored(check, args, path, keys):
+    """Run the flags' `check` on settings restored from args.json; an error names the file and
+    the key it came from, since the command line did not give the value."""
+    try:
+        check(args)
+    except UserError as err:
+        culprits = [key for key in keys if flag_of(key) in str(err)]
+        key = f" (key {culprits[0]})" if culprits else ""
+        raise UserError(f"{path}{key}: {err}") from None
 
 
 @contextmanager
@@ -77,9 +97,10 @@ def training_folder(args, parser, info, given, check=None, own=RESUME_OWN, honou
             if not os.path.isfile(os.path.join(save_dir, CHECKPOINT)):
                 raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
             path = os.path.join(save_dir, "args.json")
-            resume_settings(args, read_saved_args(path, parser), given, own, honoured, path)
+            saved = read_saved_args(path, parser)
+            resume_settings(args, saved, given, own, honoured, path)
             if check is not None:
-                check(args)
+                check_restored(check, args, path, [k for k in saved if k not in given])
         else:
             refuse_existing_model(save_dir, CHECKPOINT)
         if args.seed is None:
@@ -117,26 +138,80 @@ def load_checkpoint(save_dir, modules, optimizer, restore=None, train_steps=None
     return step + 1
 
 
-def evaluation_folder(args, parser, loaded_args, need_seed=False):
-    """(folder, saved settings) of the model to evaluate. Restores `loaded_args` with
-    --load-args, fixes the evaluation seed (never the training seed), and checks that
-    the results can be written before any work is done."""
+def model_folder(args):
+    """The folder of the trained model that --evaluate names; it must exist."""
     if args.model_id is None:
         raise UserError("--evaluate needs the --model-id of a trained model")
     save_dir = os.path.join(args.model_dir, args.model_id)
     if not os.path.isdir(save_dir):
         raise UserError(f"model folder not found: {save_dir}")
-    saved = read_saved_args(os.path.join(save_dir, "args.json"), parser)
+    return save_dir
+
+
+def evaluation_folder(args, parser, loaded_args, need_seed=False, check=None):
+    """(folder, saved settings) of the model to evaluate. Restores `loaded_args` with
+    --load-args (checked by `check` as if given as flags), refuses settings that differ
+    from the model's without it, fixes the evaluation seed (never the training seed), and
+    checks that the results can be written before any work is done."""
+    save_dir = model_folder(args)
+    path = os.path.join(save_dir, "args.json")
+    saved = read_saved_args(path, parser)
     check_writable(save_dir, "results.csv")
     if args.load_args:
         restored = {key: saved[key] for key in loaded_args if key in saved}
         vars(args).update(restored)
         print(f"Restored from args.json: {', '.join(f'{k}={v}' for k, v in restored.items())}")
+        if check is not None:
+            check_restored(check, args, path, restored)
+    else:
+        refuse_other_settings(args, saved, parser, loaded_args, save_dir)
     train_seed = saved.get("seed")
     if need_seed and train_seed is None:
-        raise UserError(f"{save_dir}/args.json records no training seed")
+        raise UserError(f"{path} records no training seed")
+    check_seed(f"{path}: seed", train_seed)
     args.seed = evaluation_seed(args.seed, train_seed)
     return save_dir, saved
+
+
+def refuse_other_settings(args, saved, parser, keys, save_dir):
+    """An evaluation without --load-args must describe the saved model: a setting that differs
+    (3 views evaluated as 2, other sizes) would give wrong results or a misleading error.
+    A key missing from args.json (older folders) means its flag's default."""
+    for key in keys:
+        have, want = saved.get(key, parser.get_default(key)), getattr(args, key)
+        if have != want:
+            raise UserError(f"{save_dir} was trained with {describe_setting(key, have)}, not "
+                            f"{describe_setting(key, want)}; add --load-args to evaluate it with "
+                            "its own settings")
+
+
+def describe_setting(key, value):
+    if isinstance(value, bool):
+        return f"{flag_of(key)}" if value else f"no {flag_of(key)}"
+    return f"{flag_of(key)} {value}"
+
+
+@contextmanager
+def evaluation_lock(args):
+    """The model folder's lock for an evaluation: a training still writing the weights, or
+    a second evaluation writing results.csv at the same time, is refused."""
+    with FolderLock(model_folder(args)):
+        yield
+
+
+def diverged(step, save_dir, args):
+    """The error of a training whose loss or weights stopped being finite: what to change,
+    and whether a checkpoint is left to resume or to evaluate."""
+    hints = ["a lower --lr"]
+    if getattr(args, "weight_decay", 0):
+        hints.append("a lower --weight-decay")
+    if "tau" in vars(args):
+        hints.append("a higher --tau")
+    kept = (f"the last good checkpoint in {save_dir} is kept"
+            if os.path.isfile(os.path.join(save_dir, CHECKPOINT)) else
+            f"no checkpoint was written to {save_dir} before it")
+    return UserError(f"training diverged by step {step} (the loss or the weights are no longer "
+                     f"finite; try {' or '.join(hints)}); {kept}")
 
 
 # Flags that only steer training. An evaluation parses them too, at their defaults
@@ -170,7 +245,10 @@ def entry_point(build_parser, check_args, train, evaluate):
         try:
             device = device_for(info, args.no_cuda)
             if args.evaluate:
-                return evaluate(args, device) if info.is_main else None
+                if not info.is_main:
+                    return None
+                with evaluation_lock(args):
+                    return evaluate(args, device)
             return train(args, device, info, given_flags(parser, argv))
         finally:
             cleanup(info)

@@ -68,6 +68,11 @@ def _quiet_broken_pipe():
     sys.exit(0)
 
 
+def flag_of(key):
+    """The command-line flag of an argparse destination: n_views -> --n-views."""
+    return "--" + key.replace("_", "-")
+
+
 def check_finite(flag, value, positive=True):
     if not math.isfinite(value) or (positive and not value > 0):
         raise UserError(f"{flag} must be a finite{' positive' if positive else ''} number, got {value}")
@@ -114,8 +119,9 @@ def refuse_existing_model(save_dir, checkpoint="checkpoint.pt"):
     if not os.path.exists(os.path.join(save_dir, checkpoint)) and not any(
             name.endswith(".pt") and not written_first.fullmatch(name) for name in os.listdir(save_dir)):
         return
+    resume = ", add --resume to continue it," if os.path.exists(os.path.join(save_dir, checkpoint)) else ""
     raise UserError(f"model folder {save_dir} already holds a model; choose another "
-                    "--model-id, add --resume to continue it, or --evaluate")
+                    f"--model-id{resume} or --evaluate it")
 
 
 class FolderLock:
@@ -281,7 +287,7 @@ def read_saved_args(path, parser):
                         f"but a {type(saved).__name__}")
     for action in parser._actions:
         key = action.dest
-        if key not in saved or saved[key] is None:
+        if key not in saved or (saved[key] is None and action.default is None):
             continue
         value = saved[key]
         if action.const is True:  # store_true

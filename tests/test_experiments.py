@@ -222,7 +222,7 @@ def test_runs_everything_then_skips(tmp_path, fake):
 def test_existing_results_are_skipped(tmp_path, fake):
     folder = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
     folder.mkdir(parents=True)
-    (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\n")
+    (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
     run(tmp_path, "table1", "--seeds", "1")
     assert "p1.0_uni_s0" not in fake.trainings() and len(fake.trainings()) == 9
     assert (str(tmp_path / "runs" / "table1"), "p1.0_uni_s0") not in fake.evaluations()

@@ -219,4 +219,9 @@ def test_checkpoint_of_other_shape_is_reported(tmp_path):
     train(tmp_path)
     proc = run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--evaluate", "--seed", "5",
                    "--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "3")
+    assert_one_line_error(proc, "--encoding-size 2, not --encoding-size 3", "--load-args")
+    # args.json that no longer describes the saved encoders: the file that does not fit is named
+    path = tmp_path / "m" / "args.json"
+    path.write_text(path.read_text().replace('"encoding_size": 2', '"encoding_size": 3'))
+    proc = run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--evaluate", "--seed", "5", "--load-args")
     assert_one_line_error(proc, "g1.pt", "does not fit")

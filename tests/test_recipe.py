@@ -77,7 +77,7 @@ def test_autocast_is_engaged_only_under_bf16(precision, dtype):
 
 @pytest.mark.parametrize("flags, needle", [
     (["--warmup-steps", "-1"], "--warmup-steps"),
-    (["--lr-schedule", "cosine", "--warmup-steps", "5", "--train-steps", "5"], "no steps for the cosine"),
+    (["--lr-schedule", "cosine", "--warmup-steps", "5", "--train-steps", "5"], "needs at least 2 steps after"),
     (["--adam-beta2", "1.0"], "--adam-beta2"),
     (["--weight-decay", "-0.1"], "--weight-decay"),
     (["--weight-decay", "nan"], "--weight-decay"),

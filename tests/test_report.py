@@ -176,7 +176,7 @@ def test_cli_all_and_errors(tmp_path, capsys):
         report.main([str(tmp_path)])
     with pytest.raises(UserError, match="folder not found"):
         report.main([str(tmp_path / "missing")])
-    with pytest.raises(UserError, match="no run with results.csv"):
+    with pytest.raises(UserError, match="no run with a valid results.csv"):
         report.main([str(tmp_path / "figure8")])
     os.rename(tmp_path / "table4", tmp_path / "mine")
     report.main([str(tmp_path / "mine"), "--experiment", "table4"])

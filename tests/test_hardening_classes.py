@@ -1,0 +1,303 @@
+"""Bad input by class: values restored from args.json, ranges of seeds and sizes, folder
+locks, checkpoint order, the runner's view of finished runs, and report.py's bad files.
+
+Each class is fixed in one place; each test covers the class's cases with the exit code,
+a one-line message naming the file or flag, and that nothing saved changed.
+"""
+import json
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+import directions
+import experiments
+import generate_m3di
+import main_imgtxt
+import main_mlp
+import report
+import run
+import utils
+from helpers import file_contents as digest
+from m3di_fixture import write_m3di
+from test_hardening import IMGTXT, TINY, data, fails, small_eval_batches, train_imgtxt, train_mlp  # noqa: F401
+
+T = [*TINY, "--train-steps", "3", "--num-eval-batches", "1"]
+
+
+def evaluate_args(tmp_path, model_id="m", load=True):
+    return ["--model-dir", tmp_path, "--model-id", model_id, "--evaluate", *(["--load-args"] if load else []),
+            "--seed", "9", "--num-eval-batches", "1", "--no-cuda"]
+
+
+def edit_args(folder, **changes):
+    path = folder / "args.json"
+    saved = json.loads(path.read_text())
+    saved.update(changes)
+    path.write_text(json.dumps(saved))
+
+
+# ------------------------------------- values restored from args.json ---
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("n_views", None, "n_views = None"),
+    ("content_n", None, "content_n = None"),
+    ("n_views", 1, "(key n_views): --n-views must be at least 2"),
+    ("style_change_prob", 1.5, "(key style_change_prob): --style-change-prob must be in [0, 1]"),
+    ("encoding_size", 0, "(key encoding_size): --encoding-size must be at least 1"),
+    ("m_param", -1.0, "(key m_param): --m-param must be a finite positive"),
+    ("discrete_content", 1, "(key discrete_content): --discrete-content must be 0"),
+])
+def test_restored_values_are_checked_like_flags(tmp_path, capsys, key, value, needle):
+    folder = train_mlp(tmp_path)
+    edit_args(folder, **{key: value})
+    before = digest(folder)
+    line = fails(capsys, main_mlp.main, evaluate_args(tmp_path), needle)
+    assert str(folder / "args.json") in line
+    assert digest(folder) == before
+
+
+def test_resume_checks_the_restored_values(tmp_path, capsys):
+    folder = train_mlp(tmp_path)
+    edit_args(folder, batch_size=0)
+    before = digest(folder)
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume", "--train-steps", "5"],
+          "args.json (key batch_size): --batch-size must be at least 1")
+    assert digest(folder) == before
+
+
+def test_a_training_seed_out_of_range_in_args_json(tmp_path, capsys):
+    folder = train_mlp(tmp_path)
+    edit_args(folder, seed=-5)
+    fails(capsys, main_mlp.main, evaluate_args(tmp_path), "args.json: seed must be in 0..4294967295")
+    line = fails(capsys, directions.main, [folder, "--no-cuda"], "seed must be in 0..4294967295, got -5")
+    assert str(folder / "args.json") in line
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("sequence_length", 0, "sequence_length = 0 is not a sequence length"),
+    ("sequence_length", "12", "sequence_length = '12'"),
+    ("image_size", [8], "image_size = [8] is not [height, width]"),
+    ("hidden_size", None, "hidden_size = None"),
+    ("tau", -1.0, "(key tau): --tau must be a finite positive"),
+])
+def test_imgtxt_restored_values_are_checked(data, tmp_path, capsys, key, value, needle):
+    folder = train_imgtxt(data, tmp_path)
+    edit_args(folder, **{key: value})
+    before = digest(folder)
+    line = fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                            "--evaluate", "--load-args", "--seed", "9", "--workers", "0",
+                                            "--no-cuda"], needle)
+    assert "args.json" in line
+    assert digest(folder) == before
+
+
+# ------------------------------ settings that do not match the saved model ---
+
+def test_evaluation_without_load_args_refuses_other_settings(tmp_path, capsys):
+    folder = train_mlp(tmp_path, extra=["--n-views", "3"])
+    before = digest(folder)
+    fails(capsys, main_mlp.main, [*evaluate_args(tmp_path, load=False), *TINY],
+          "was trained with --n-views 3, not --n-views 2; add --load-args")
+    assert digest(folder) == before
+    two = train_mlp(tmp_path, "two")
+    for flags, needle in ((["--n-views", "3"], "--n-views 2, not --n-views 3"),
+                          (["--content-n", "3"], "--content-n 2, not --content-n 3"),
+                          (["--shared-mixing"], "no --shared-mixing, not --shared-mixing")):
+        fails(capsys, main_mlp.main, [*evaluate_args(tmp_path, "two", load=False), *TINY, *flags], needle)
+    assert not (two / "results.csv").exists()
+    # The model's own settings, given as flags, evaluate as with --load-args.
+    main_mlp.main([str(a) for a in [*evaluate_args(tmp_path, "two", load=False), *TINY]])
+    assert (two / "results.csv").exists()
+
+
+def test_imgtxt_evaluation_refuses_another_tau(data, tmp_path, capsys):
+    train_imgtxt(data, tmp_path, extra=["--tau", "0.5"])
+    fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                     "--evaluate", "--seed", "9", "--workers", "0", "--no-cuda",
+                                     "--hidden-size", "16"], "--tau 0.5, not --tau 1.0; add --load-args")
+
+
+# ----------------------------------------------------- seeds and sizes ---
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999", "4294967296"])
+def test_seeds_out_of_range_write_nothing(tmp_path, capsys, seed):
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", seed, *T],
+          "--seed must be in 0..4294967295")
+    assert os.listdir(tmp_path) == []
+
+
+def test_runner_seed_ranges_are_bounded(tmp_path, capsys):
+    for seeds in ("0-100000000000", "100000000000", f"{2**32}"):
+        fails(capsys, experiments.main, ["table1", "--seeds", seeds, "--dry-run", "--out", tmp_path], "--seeds")
+    assert os.listdir(tmp_path) == []
+
+
+def test_sizes_that_cannot_work_are_refused_at_once(tmp_path, capsys):
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", *T, "--n-views", "1000",
+                                  "--shared-mixing", "--shared-encoder"], "--n-views must be at most 16")
+    assert os.listdir(tmp_path) == []
+    out = tmp_path / "data"
+    fails(capsys, generate_m3di.main, [out, "--n-train", "100000000000000"], "--n-train")
+    assert os.listdir(tmp_path) == []
+
+
+def test_generator_refuses_the_current_folder_before_rendering(tmp_path, capsys, monkeypatch):
+    (tmp_path / "keep").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    for out in (".", str(tmp_path.parent)):
+        fails(capsys, generate_m3di.main, [out, "--overwrite", "--n-train", "2", "--n-val", "2",
+                                           "--n-test", "2"], "is the current folder or above it")
+    assert os.listdir(tmp_path) == ["keep"]
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--train-steps", "1", "--lr-schedule", "cosine"], "needs at least 2 steps after --warmup-steps"),
+    (["--train-steps", "5", "--warmup-steps", "100"], "would never reach --lr"),
+    (["--weight-decay", "1e6"], "times --lr 0.0001 is at least 1"),
+])
+def test_recipes_that_cannot_train_are_refused(tmp_path, capsys, flags, needle):
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", *TINY, *flags], needle)
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------- locks ---
+
+def test_evaluation_takes_the_folder_lock(tmp_path, capsys, data):
+    folder = train_mlp(tmp_path)
+    before = digest(folder)
+    with utils.FolderLock(str(folder)):  # a training still running, or another evaluation
+        fails(capsys, main_mlp.main, evaluate_args(tmp_path), "in use by another running process")
+        fails(capsys, directions.main, [folder, "--no-cuda"], "in use by another running process")
+    assert digest(folder) == before
+    imgtxt = train_imgtxt(data, tmp_path)
+    with utils.FolderLock(str(imgtxt)):
+        fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                         "--evaluate", "--load-args", "--workers", "0", "--no-cuda"],
+              "in use by another running process")
+    assert not (imgtxt / "results.csv").exists()
+    main_mlp.main([str(a) for a in evaluate_args(tmp_path)])  # released: it runs
+    assert (folder / "results.csv").exists() and not (folder / ".lock").exists()
+
+
+def test_runner_never_clears_a_locked_folder(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(experiments, "run_command", lambda cmd, log, env=None: started.append(cmd) or 1)
+    folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text("{}")  # a training by hand, before its first checkpoint
+    with utils.FolderLock(str(folder)):
+        assert experiments.main(["table1", "--rows", "p1.0_multi", "--seeds", "1",
+                                 "--out", str(tmp_path / "runs")]) == 1
+        assert (folder / "args.json").exists() and (folder / ".lock").exists()
+    assert started == []
+    assert "in use by another running process" in capsys.readouterr().err
+
+
+# ----------------------------------- checkpoint order, results that count ---
+
+def test_a_full_disk_at_the_first_checkpoint_never_blocks_the_model_id(tmp_path, capsys, monkeypatch):
+    real = utils.atomic_torch_save
+
+    def full_disk_on(name):
+        def save(obj, path):
+            if os.path.basename(path) == name:
+                raise utils.UserError(f"cannot write {path}: No space left on device")
+            real(obj, path)
+        return save
+
+    # The checkpoint itself fails: nothing to resume, so the id trains afresh.
+    monkeypatch.setattr(run, "atomic_torch_save", full_disk_on("checkpoint.pt"))
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
+          "No space left")
+    assert not any(name.startswith("g") for name in os.listdir(tmp_path / "m"))
+    monkeypatch.setattr(run, "atomic_torch_save", real)
+    # The encoders fail after the checkpoint: --resume continues, as the refusal says.
+    monkeypatch.setattr(main_mlp, "atomic_torch_save", full_disk_on("g1.pt"))
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
+          "No space left")
+    monkeypatch.setattr(main_mlp, "atomic_torch_save", real)
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
+          "add --resume to continue it")
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--resume", "--train-steps", "4"])
+    assert torch.load(tmp_path / "m" / "checkpoint.pt")["step"] == 4 and (tmp_path / "m" / "g1.pt").exists()
+
+
+@pytest.mark.parametrize("text, counts", [
+    ("", False), ("\n\n", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\n", False),
+    ("garbage", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n", True),
+])
+def test_only_a_results_csv_with_rows_counts_as_finished(tmp_path, text, counts):
+    (tmp_path / "results.csv").write_text(text)
+    assert experiments.has_results(str(tmp_path)) is counts
+
+
+def test_imgtxt_resume_on_data_of_another_image_size(data, tmp_path, capsys):
+    folder = train_imgtxt(data, tmp_path)
+    other = write_m3di(str(tmp_path / "other"), sizes={"train": 16, "val": 10, "test": 10}, image_size=24)
+    before = digest(folder)
+    fails(capsys, main_imgtxt.main, ["--datapath", other, "--model-dir", tmp_path, "--model-id", "r",
+                                     "--resume", "--train-steps", "4", "--workers", "0", "--no-cuda"],
+          "resume on data of the training size")
+    assert digest(folder) == before
+
+
+# ------------------------------------------------------------ report.py ---
+
+def write_run(folder, args, results):
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps(args))
+    results.to_csv(folder / "results.csv")
+
+
+SIM_ARGS = {"style_change_prob": 1.0, "statistical_dependence": False, "content_dependent_style": False,
+            "shared_mixing": False, "shared_encoder": False, "content_n": 3}
+
+
+def sim_results(r2=0.95):
+    return pd.DataFrame({"encoding": ["hz1"] * 5, "predicted_factors": ["c", "s", "s~", "m1", "m2"],
+                         "r2_linear": [r2, 0, 0, 0, 0], "r2_nonlinear": [r2, 0, 0, 0, 0]})
+
+
+def test_report_leaves_out_malformed_runs_with_their_reason(tmp_path, data):
+    table1 = tmp_path / "table1"
+    write_run(table1 / "good_s0", SIM_ARGS, sim_results())
+    text = sim_results()
+    text["r2_nonlinear"] = ["high", "0", "0", "0", "0"]
+    write_run(table1 / "text_s0", SIM_ARGS, text)
+    write_run(table1 / "list_s0", [1, 2], sim_results())
+    write_run(table1 / "string_p_s0", {**SIM_ARGS, "style_change_prob": "1.0"}, sim_results())
+    write_run(table1 / "views_s0", {**SIM_ARGS, "n_views": "three"}, sim_results())
+    imgtxt = pd.DataFrame({"ix": [0], "modality": ["image"], "factor_name": ["object_shape"],
+                           "factor_type": ["discrete"], "r2_linreg": [None], "r2_krreg": [None],
+                           "acc_logreg": [0.9], "acc_mlp": [0.9]})
+    write_run(table1 / "imgtxt_s0", {"encoding_size": 4, "datapath": data}, imgtxt)
+    report.main([str(table1)])
+    text = (table1 / "report.md").read_text()
+    assert "1 runs with results" in text
+    for line in ("text_s0: left out, results.csv column r2_nonlinear holds text",
+                 "list_s0: left out, args.json holds a list",
+                 "string_p_s0: left out, args.json has no valid style_change_prob ('1.0')",
+                 "views_s0: left out, args.json has no valid n_views ('three')",
+                 "imgtxt_s0: left out, results.csv has no column encoding"):
+        assert line in text, text
+
+
+def test_report_of_only_bad_runs_is_one_line(tmp_path, capsys):
+    write_run(tmp_path / "table1" / "list_s0", [1], sim_results())
+    fails(capsys, report.main, [tmp_path / "table1"], "no run with a valid results.csv and args.json")
+
+
+def test_directions_on_an_imgtxt_folder(data, tmp_path, capsys):
+    folder = train_imgtxt(data, tmp_path)
+    fails(capsys, directions.main, [folder, "--no-cuda"], "is not a simulation model of main_mlp.py")
+
+
+def test_divergence_names_the_cause_and_what_is_kept(tmp_path, capsys):
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T,
+                                  "--lr", "1e30"], "no checkpoint was written to")
+    line = fails(capsys, main_imgtxt.main, ["--datapath", write_m3di(str(tmp_path / "d"), sizes={
+        "train": 16, "val": 10, "test": 10}), "--model-dir", tmp_path, "--model-id", "r", "--seed", "5",
+        "--train-steps", "3", *IMGTXT, "--lr", "1e30"], "diverged")
+    assert "a higher --tau" in line
