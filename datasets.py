@@ -38,11 +38,12 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from utils import UserError, atomic_write_json, read_json
+from cli import UserError
+from facts import SPLITS
+from files import atomic_write_json, read_json
 
 SPECIAL_TOKENS = ("{pad}", "{eos}", "{unk}")
 PAD, EOS, UNK = 0, 1, 2
-SPLITS = ("train", "val", "test")
 IMAGE_MEAN = (0.4327, 0.2689, 0.2839)  # per-channel statistics of 3DIdent
 IMAGE_STD = (0.1201, 0.1457, 0.1082)
 

@@ -13,6 +13,7 @@ direction from every encoding (fitted and scored on the same samples: a few
 coefficients on thousands of pairs), with the direction's share of the
 block's variance. The table is also written to <folder>/directions.csv.
 """
+from cli import UserError, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
 import os
 
@@ -24,14 +25,15 @@ from sklearn.linear_model import LinearRegression
 import main_mlp
 import run
 from losses import MultiViewLpLoss
-from utils import FolderLock, UserError, atomic_write_csv, check_writable, get_device, read_saved_args, run_cli, set_seed
+from files import FolderLock, atomic_write_csv, check_writable
+from utils import get_device, set_seed
 
 
 def load_model(folder, device):
     """(args, latent space, encoders) of a main_mlp.py model folder, as trained."""
     parser = main_mlp.build_parser()
     path = os.path.join(folder, "args.json")
-    saved = read_saved_args(path, parser)
+    saved = run.read_saved_args(path, parser)
     if "datapath" in saved or not os.path.isfile(os.path.join(folder, "f1.pt")):
         raise UserError(f"{folder} is not a simulation model of main_mlp.py (no f1.pt"
                         f"{', an image/text run' if 'datapath' in saved else ''})")

@@ -34,7 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grids
-from utils import FolderLock, UserError, atomic_write_json, read_json, run_cli
+from cli import OneLineParser, UserError, flag_of, run_cli
+from facts import CHECKPOINT, MODEL_FILES, RECIPE_DEFAULTS
+from files import FolderLock, atomic_write_json, read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENTS = {name: e.title for name, e in grids.EXPERIMENTS.items()}
@@ -45,20 +47,10 @@ EVAL_SEED_OFFSET = 10_000
 MAX_SEED = 2**32 - 1 - EVAL_SEED_OFFSET
 MAX_SEEDS = 1000  # seeds per command: each is a training of every setting
 TRAINED = "TRAINED"
-CHECKPOINT = "checkpoint.pt"  # written by the entry points during training, for --resume
 LOCK = ".experiments.lock"
-# Files a finished training must have left (the entry points' model-folder layouts).
-MODEL_FILES = {"main_mlp.py": ("args.json", "g1.pt", "g2.pt"),
-               "main_imgtxt.py": ("args.json", "encoder_img.pt", "encoder_txt.pt")}
 # Flags that do not change what a model learns, so a reused model may differ in them.
 NOT_COMPARED = {"--model-dir", "--model-id", "--datapath", "--workers", "--log-steps",
                 "--checkpoint-steps"}
-# The entry points' defaults of the recipe flags (the published recipe): a model
-# trained with another recipe must not pass for one trained without the flags
-# (torch-free copy: experiments.py runs without torch; a test checks they match).
-RECIPE_DEFAULTS = {"--lr-schedule": "constant", "--warmup-steps": 0, "--adam-beta2": 0.999,
-                   "--weight-decay": 0.0, "--precision": "fp32", "--encoder-init": "torch"}
-
 # Hyperparameters per scale. "paper" spells out the paper's values (the entry
 # points' defaults) so that every command documents itself.
 SCALES = {
@@ -240,7 +232,8 @@ def settings_conflicts(folder, train_flags):
         return []
     saved = read_json(path, "args.json")
     conflicts = []
-    defaults = {flag: value for flag, value in RECIPE_DEFAULTS.items() if flag not in train_flags}
+    # A recipe flag left out of the command means its default (the published recipe).
+    defaults = {flag_of(key): value for key, value in RECIPE_DEFAULTS.items() if flag_of(key) not in train_flags}
     for flag, wanted in {**train_flags, **defaults}.items():
         key = flag.lstrip("-").replace("-", "_")
         if flag in NOT_COMPARED or key not in saved:
@@ -549,13 +542,8 @@ def _interrupt(signum, frame):
 
 # ------------------------------------------------------------------- CLI ---
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one-line errors, exit 2, like the entry points
-        raise UserError(message)
-
-
 def build_parser():
-    p = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog="experiments: " + ", ".join(EXPERIMENTS) + " (or all)")
     p.add_argument("experiments", nargs="*", metavar="EXPERIMENT")
     p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], metavar="N|A-B|A,B,...",

@@ -50,13 +50,16 @@ import time
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from cli import OneLineParser, run_cli
+from colors import nearest_color_names
+from facts import SHAPE_NAMES, SPLITS
+from files import atomic_write_csv, atomic_write_text
+
 IMAGE_COLUMNS = ["object_shape", "object_ypos", "object_xpos", "object_zpos",
                  "object_alpharot", "object_betarot", "object_gammarot",
                  "spotlight_pos", "object_color", "spotlight_color", "background_color"]
 TEXT_COLUMNS = ["object_shape", "object_ypos", "object_xpos", "object_zpos",
                 "object_color_index", "text_phrasing", "object_color_name"]
-SHAPE_NAMES = ["teapot", "hammer", "chair", "snowman", "car", "lamp", "airplane"]
 XPOS_NAMES = ["left", "center", "right"]
 YPOS_NAMES = ["top", "mid", "bottom"]
 PHRASINGS = [
@@ -66,56 +69,10 @@ PHRASINGS = [
     'At the {YPOS}-{XPOS} of the picture is a {SHAPE} in "{COLOR}" color.',
     'At the {YPOS}-{XPOS} of the image, there is a "{COLOR}" object in the form of a {SHAPE}.',
 ]
-PALETTE_NAMES = ["tableau", "css4", "xkcd"]
 LATENT_BLOCK = 1000          # rows per seeded latent block
 TASK_SIZE = 200              # images per worker task
 KNOWN_OUTPUTS = set(SPLITS) | {"generator_args.json", "vocab.json"}
 PREVIEW_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
-
-
-# ---------------------------------------------------------------- colours ---
-
-_COLOR_TABLES = None
-
-
-def color_tables():
-    """(all_names, palettes): all_names is the sorted list of every colour name
-    of the three palettes; palettes is a list of (names, rgb [k, 3], indices
-    into all_names), in PALETTE_NAMES order, names sorted within a palette."""
-    global _COLOR_TABLES
-    if _COLOR_TABLES is None:
-        from matplotlib import colors as mcolors
-        dicts = [mcolors.TABLEAU_COLORS, mcolors.CSS4_COLORS, mcolors.XKCD_COLORS]
-        all_names = sorted(n for d in dicts for n in d)
-        pos = {n: i for i, n in enumerate(all_names)}
-        palettes = []
-        for d in dicts:
-            names = sorted(d)
-            rgb = np.array([mcolors.to_rgb(d[n]) for n in names])
-            palettes.append((names, rgb, np.array([pos[n] for n in names])))
-        _COLOR_TABLES = (all_names, palettes)
-    return _COLOR_TABLES
-
-
-def hue_to_rgb(h):
-    """HSV (h, 1, 1) -> RGB, numpy, any shape + trailing 3."""
-    h6 = (np.asarray(h, float) % 1.0) * 6.0
-    return np.stack([np.clip(np.abs(h6 - 3) - 1, 0, 1), np.clip(2 - np.abs(h6 - 2), 0, 1),
-                     np.clip(2 - np.abs(h6 - 4), 0, 1)], -1)
-
-
-def nearest_color_names(hues, palette_ids):
-    """Name and global index of the colour nearest in RGB to each hue, within
-    the palette given per sample (0 tableau, 1 css4, 2 xkcd)."""
-    all_names, palettes = color_tables()
-    rgb = hue_to_rgb(hues)
-    index = np.empty(len(rgb), np.int64)
-    for p, (names, prgb, gidx) in enumerate(palettes):
-        m = np.asarray(palette_ids) == p
-        if m.any():
-            dist = ((rgb[m, None, :] - prgb[None]) ** 2).sum(-1)
-            index[m] = gidx[dist.argmin(1)]
-    return [all_names[i] for i in index], index
 
 
 # ---------------------------------------------------------------- latents ---
@@ -169,19 +126,6 @@ def index_width(n):
 
 # ---------------------------------------------------------------- writing ---
 
-def _atomic_write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_csv(path, df):
-    tmp = path + ".tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 _WORKER_RENDERER = {}
 
 
@@ -231,10 +175,10 @@ def write_split(out, split, img_df, txt_df, captions, image_size, supersample,
         results = pool.imap(_render_task, tasks) if pool is not None else map(_render_task, tasks)
         for done in results:
             bar.update(done)
-    _atomic_write_text(os.path.join(tmp, "text", "text_raw.txt"),
+    atomic_write_text(os.path.join(tmp, "text", "text_raw.txt"),
                        "".join(c + "\n" for c in captions))
-    _atomic_write_csv(os.path.join(tmp, "latents_image.csv"), img_df)
-    _atomic_write_csv(os.path.join(tmp, "latents_text.csv"), txt_df)
+    atomic_write_csv(img_df, os.path.join(tmp, "latents_image.csv"))
+    atomic_write_csv(txt_df, os.path.join(tmp, "latents_text.csv"))
     shutil.rmtree(os.path.join(tmp, "done"))
     os.replace(tmp, final)
 
@@ -283,15 +227,8 @@ def _int_in(lo, hi=None, what="an integer"):
 MAX_PAIRS = 10_000_000  # per split: 80 times the published training set
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """Bad input: one line on stderr naming the flag, exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser():
-    p = _OneLineErrorParser(
+    p = OneLineParser(
         description="Generate a synthetic Multimodal3DIdent image/text data set "
                     "(published folder format) without Blender.")
     p.add_argument("outdir", nargs="?", metavar="OUTDIR",
@@ -371,7 +308,7 @@ def prepare_work_folder(out, args):
             return work
         shutil.rmtree(work)
     os.makedirs(work)
-    _atomic_write_text(progress, json.dumps(generator_settings(args), indent=2) + "\n")
+    atomic_write_text(progress, json.dumps(generator_settings(args), indent=2) + "\n")
     return work
 
 
@@ -446,8 +383,8 @@ def main(argv=None):
         pool.join()
     meta = generator_settings(args)
     meta["generator"] = "generate_m3di.py (ray-cast analytic solids, renderer.py)"
-    meta["shape_names"] = SHAPE_NAMES
-    _atomic_write_text(os.path.join(work, "generator_args.json"), json.dumps(meta, indent=2) + "\n")
+    meta["shape_names"] = list(SHAPE_NAMES)
+    atomic_write_text(os.path.join(work, "generator_args.json"), json.dumps(meta, indent=2) + "\n")
     os.remove(os.path.join(work, PROGRESS))
     swap_into_place(work, out)
     if not args.quiet:
@@ -458,5 +395,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from utils import run_cli
     sys.exit(run_cli(main) or 0)

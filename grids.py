@@ -8,6 +8,9 @@ runner and the report import this module.
 """
 from dataclasses import dataclass, field
 
+import facts
+from cli import flag_of
+
 # Table 1's rows: (p(chg), statistical dependence, content-dependent style).
 SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
             (0.75, False, True), (0.75, True, True))
@@ -16,7 +19,8 @@ ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
 # (p(chg) 0.75, no dependencies: Table 1's second row with discrete blocks).
 FIG5_ROWS = (("c",), ("s",), ("m",), ("c", "s", "m"))
 FIG5_K = 5
-DISCRETE_FLAGS = {"c": "--discrete-content", "s": "--discrete-style", "m": "--discrete-modality"}
+# The flag of each discrete block, e.g. "c": "--discrete-content".
+DISCRETE_FLAGS = {block: flag_of(key) for block, key in facts.DISCRETE_FLAGS.items()}
 VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) with K views
 
 

@@ -8,6 +8,7 @@ encodings (regression R^2 for continuous factors, accuracy for discrete ones).
     python main_imgtxt.py --datapath m3di --model-id imgtxt_example --encoding-size 4
     python main_imgtxt.py --datapath m3di --model-id imgtxt_example --load-args --evaluate
 """
+from cli import UserError, check_finite, first_line, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
 import math
 import os
@@ -27,8 +28,9 @@ from distributed import DistInfo, sync_batchnorm, wrap_ddp
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import GatheredInfoNCE
-from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
-                   infinite_iterator, load_into, read_json, run_cli, set_seed, should_log)
+from facts import SPLITS
+from files import atomic_write_json, read_json
+from utils import all_finite, atomic_torch_save, infinite_iterator, load_into, set_seed, should_log
 
 CLIP_NORM = 2.0
 # results.csv columns (the published names) and the probe behind each: regression for
@@ -43,7 +45,7 @@ LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder")
 MODALITIES = ("image", "text")
 # Each modality's encoder is saved under the published file name: encoder_img.pt, encoder_txt.pt.
 CHECKPOINT_NAMES = {"image": "encoder_img", "text": "encoder_txt"}
-SPLITS = ("train", "val", "test")
+ENCODER_FILES = r"encoder_(img|txt)(_\d+)?\.pt"  # saved after checkpoint.pt
 # --resume: flags taken from the command line (the data may have moved), and flags that may change.
 RESUME_OWN = (*run.RESUME_OWN, "datapath", "workers")
 RESUME_HONOURED = (*run.RESUME_HONOURED, "checkpoint_steps", "save_all_checkpoints")
@@ -140,7 +142,7 @@ def print_args(args, title="Arguments:"):
 
 def train(args, device, info=DistInfo(), given=()):
     check_complete_data(args.datapath)
-    with run.training_folder(args, build_parser(), info, given, check_args,
+    with run.training_folder(args, build_parser(), info, given, ENCODER_FILES, check_args,
                              RESUME_OWN, RESUME_HONOURED) as save_dir:
         return run_training(args, device, info, save_dir)
 

@@ -8,6 +8,7 @@ encodings recover.
     python main_mlp.py --model-id demo --train-steps 5001 --batch-size 512
     python main_mlp.py --model-id demo --evaluate --load-args
 """
+from cli import UserError, check_finite, first_line, flag_of, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
 import os
 from contextlib import nullcontext
@@ -27,11 +28,13 @@ from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import INITS, simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import MultiViewLpLoss
-from utils import (UserError, all_finite, atomic_torch_save, atomic_write_json, check_finite, first_line,
-                   flag_of, load_into, run_cli, set_seed, should_log)
+from facts import DISCRETE_FLAGS, RECIPE_DEFAULTS
+from files import atomic_write_json
+from utils import all_finite, atomic_torch_save, load_into, set_seed, should_log
 
 EVAL_BATCH = 4096
 MAX_VIEWS = 16
+ENCODER_FILES = r"g\d+\.pt"  # g1.pt, g2.pt, ...: the trained encoders, saved after checkpoint.pt
 
 
 def targets(n_views=2):
@@ -44,7 +47,6 @@ LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent
                "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
                "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
                "discrete_content", "discrete_style", "discrete_modality", "n_views")
-DISCRETE_FLAGS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete_modality"}
 
 
 def build_parser():
@@ -72,7 +74,7 @@ def build_parser():
     p.add_argument("--n-views", type=int, default=2, metavar="K",
                    help="views of the shared content, each with its own mixing function, "
                         "modality-specific block and style change (default 2, the paper's)")
-    p.add_argument("--encoder-init", choices=INITS, default="torch",
+    p.add_argument("--encoder-init", choices=INITS, default=RECIPE_DEFAULTS["encoder_init"],
                    help="initialisation of the encoders g1, g2, ...: torch's default Linear init "
                         "(the published scripts') or kaiming (He et al. for leaky ReLU, zero biases), "
                         "which finds the content in far fewer steps")
@@ -242,7 +244,7 @@ def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
 
 
 def train(args, device, info=DistInfo(), given=()):
-    with run.training_folder(args, build_parser(), info, given, check=check_args) as save_dir:
+    with run.training_folder(args, build_parser(), info, given, ENCODER_FILES, check_args) as save_dir:
         set_seed(args.seed)
         space, net = build_training(args, device)
         if info.is_main:

@@ -17,7 +17,8 @@ from contextlib import nullcontext
 
 import torch
 
-from utils import UserError
+from cli import UserError
+from facts import RECIPE_DEFAULTS
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
@@ -26,17 +27,17 @@ TRAINING_FLAGS = ("lr_schedule", "warmup_steps", "adam_beta2", "weight_decay", "
 
 
 def add_arguments(parser):
-    parser.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
+    parser.add_argument("--lr-schedule", choices=SCHEDULES, default=RECIPE_DEFAULTS["lr_schedule"],
                         help="learning rate over the run: constant (the published recipe) or a "
                              "half-cosine decay to 0 at the last step")
-    parser.add_argument("--warmup-steps", type=int, default=0,
+    parser.add_argument("--warmup-steps", type=int, default=RECIPE_DEFAULTS["warmup_steps"],
                         help="raise the learning rate linearly over this many first steps (default 0)")
-    parser.add_argument("--adam-beta2", type=float, default=0.999,
+    parser.add_argument("--adam-beta2", type=float, default=RECIPE_DEFAULTS["adam_beta2"],
                         help="Adam's second-moment decay rate (default 0.999)")
-    parser.add_argument("--weight-decay", type=float, default=0.0,
+    parser.add_argument("--weight-decay", type=float, default=RECIPE_DEFAULTS["weight_decay"],
                         help="decoupled weight decay (AdamW) per step, times the learning rate; "
                              "0 (default) keeps plain Adam")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default=RECIPE_DEFAULTS["precision"],
                         help="fp32 (default) or bf16: the encoders' forward pass under bfloat16 "
                              "autocast; the loss is computed in float32")
 

@@ -48,9 +48,11 @@ import math
 import numpy as np
 import torch
 
+from colors import hsv_to_rgb
+from facts import SHAPE_NAMES
+
 __all__ = ["SHAPE_NAMES", "FACTOR_ORDER", "Renderer", "hsv_to_rgb", "render"]
 
-SHAPE_NAMES = ["teapot", "hammer", "chair", "snowman", "car", "lamp", "airplane"]
 
 CAM_DIST = 12.0
 VIEW_HALF = 3.0          # half width of the view at z = 0
@@ -253,19 +255,6 @@ def _shape_table():
             Q[i, k], c[i, k], A[i, k], lo[i, k], hi[i, k] = p.Q, p.c, p.A, p.lo, p.hi
             on[i, k] = True
     return dict(Q=Q, c=c, A=A, lo=lo, hi=hi, on=on)
-
-
-# ------------------------------------------------------------------ colour ---
-
-def hsv_to_rgb(h):
-    """Hue in [0, 1] (any shape) -> RGB with saturation = value = 1
-    (same as matplotlib.colors.hsv_to_rgb). Works on numpy and torch."""
-    lib = torch if isinstance(h, torch.Tensor) else np
-    h6 = (h % 1.0) * 6.0
-    r = lib.clip(abs(h6 - 3.0) - 1.0, 0.0, 1.0)
-    g = lib.clip(2.0 - abs(h6 - 2.0), 0.0, 1.0)
-    b = lib.clip(2.0 - abs(h6 - 4.0), 0.0, 1.0)
-    return lib.stack([r, g, b], -1)
 
 
 def _smoothstep(e0, e1, x):

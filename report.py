@@ -9,7 +9,6 @@ says otherwise. Settings are read from each run's args.json, so the report
 does not depend on how the run folders are named. Values are means and sample
 standard deviations (ddof = 1) over the seeds whose value is finite.
 """
-import argparse
 import math
 import os
 import sys
@@ -22,13 +21,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import grids  # noqa: E402
-from utils import UserError, atomic_write, atomic_write_text, read_json, run_cli  # noqa: E402
+from cli import OneLineParser, UserError, run_cli  # noqa: E402
+from facts import DISCRETE_FLAGS  # noqa: E402
+from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
 SIM_ROWS = list(grids.SIM_ROWS)
 # Figure 3 uses the nonlinear probes: MLP accuracy and kernel-ridge R^2.
 FIG3_METRIC = {"discrete": "acc_mlp", "continuous": "r2_krreg"}
-DISCRETE_KEYS = (("c", "discrete_content"), ("s", "discrete_style"), ("m", "discrete_modality"))
 TITLES = {name: e.report_title for name, e in grids.EXPERIMENTS.items()}
 # Settings shown in the report's header (from args.json), to tell quick runs from the paper's.
 SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size", "batch_size",
@@ -54,7 +54,7 @@ RUN_CONTENTS = {
             "settings": {"style_change_prob": (int, float), "statistical_dependence": (bool,),
                          "content_dependent_style": (bool,)},
             "optional": {"n_views": (int,), "shared_mixing": (bool,), "shared_encoder": (bool,),
-                         **{key: (int,) for _, key in DISCRETE_KEYS}}},
+                         **{key: (int,) for key in DISCRETE_FLAGS.values()}}},
     "imgtxt": {"text": ("modality", "factor_name", "factor_type"),
                "numeric": ("r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"),
                "settings": {"encoding_size": (int,)}, "optional": {}},
@@ -168,7 +168,7 @@ def sim_key(args):
 
 def discrete_key(args):
     """((block, k), ...) of the discrete blocks of a run, e.g. (('c', 5),)."""
-    return tuple((block, int(args.get(key) or 0)) for block, key in DISCRETE_KEYS if args.get(key))
+    return tuple((block, int(args.get(key) or 0)) for block, key in DISCRETE_FLAGS.items() if args.get(key))
 
 
 def row_cells(experiment, key):
@@ -260,7 +260,7 @@ def sim_report(experiment, runs, notes, folder):
     paper = record.paper
     found = sorted({k for k, _ in values} - set(SIM_ROWS))
     if discrete:  # c, s, m alone, then combinations
-        order = [b for b, _ in DISCRETE_KEYS]
+        order = list(DISCRETE_FLAGS)
         found.sort(key=lambda key: (len(key), [order.index(b) for b, _ in key]))
     keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))
@@ -513,13 +513,8 @@ def write_report(folder, experiment):
     return [path, png]
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one-line errors, exit 2, like the entry points
-        raise UserError(message)
-
-
 def main(argv=None):
-    p = Parser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folder", help="an experiment folder (e.g. runs/table1), or with --all the folder above")
     p.add_argument("--all", action="store_true", help="report every experiment folder under FOLDER")
     p.add_argument("--experiment", choices=list(TITLES), help="experiment of FOLDER (default: its name)")

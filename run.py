@@ -16,18 +16,20 @@ hands the rest to this module:
     entry_point         main(): parse, check, set up processes, dispatch
 """
 import os
+import re
+import sys
+import uuid
 from contextlib import contextmanager, nullcontext
 
 import torch
 
 import recipe
+from cli import UserError, check_finite, flag_of
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
-from utils import (FolderLock, UserError, flag_of, atomic_torch_save, atomic_write_csv, atomic_write_json,
-                   check_finite, check_model_id, check_writable, draw_seed, evaluation_seed, given_flags,
-                   new_model_id, read_saved_args, refuse_existing_model, resume_settings,
-                   state_dict_mismatch)
+from facts import CHECKPOINT
+from files import FolderLock, atomic_write_csv, atomic_write_json, check_writable, read_json
+from utils import atomic_torch_save, state_dict_mismatch
 
-CHECKPOINT = "checkpoint.pt"  # modules, optimiser, step and random streams, for --resume
 # --resume takes these from the command line (where the folder is now, the device) ...
 RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
 # ... and lets these change (a longer run, other logging); any other change is refused.
@@ -83,7 +85,8 @@ def check_restored(check, args, path, keys):
 
 
 @contextmanager
-def training_folder(args, parser, info, given, check=None, own=RESUME_OWN, honoured=RESUME_HONOURED):
+def training_folder(args, parser, info, given, encoder_files, check=None, own=RESUME_OWN,
+                    honoured=RESUME_HONOURED):
     """The model folder of a training, locked (on rank 0) while the body runs.
 
     A new training refuses a folder that holds a model; --resume takes the
@@ -102,7 +105,7 @@ def training_folder(args, parser, info, given, check=None, own=RESUME_OWN, honou
             if check is not None:
                 check_restored(check, args, path, [k for k in saved if k not in given])
         else:
-            refuse_existing_model(save_dir, CHECKPOINT)
+            refuse_existing_model(save_dir, encoder_files)
         if args.seed is None:
             args.seed = broadcast_object(draw_seed(), info)
         if args.batch_size % info.world_size:
@@ -230,6 +233,118 @@ def save_results(save_dir, results, args, saved, unused=(), **extra):
     atomic_write_json(os.path.join(save_dir, "evaluation.json"),
                       {**settings, "training_seed": saved.get("seed"), **extra})
     atomic_write_csv(results, os.path.join(save_dir, "results.csv"), index=True)
+
+
+# ---------------------------------------------------------------------------
+# Model ids, seeds, and the settings a folder's args.json records
+
+def check_model_id(model_id):
+    if model_id is not None and (model_id.strip() in ("", ".", "..") or os.sep in model_id):
+        raise UserError(f"--model-id must name one folder, got {model_id!r}")
+
+
+def new_model_id():
+    return str(uuid.uuid4())
+
+
+def draw_seed(exclude=None):
+    """A fresh seed from the OS entropy pool, different from `exclude`."""
+    while True:
+        seed = int.from_bytes(os.urandom(4), "little") % (2**31 - 1)
+        if seed != exclude:
+            return seed
+
+
+def evaluation_seed(seed, train_seed):
+    """The seed of an evaluation: the given one unless it repeats the training seed
+    (the samples would not be fresh), or a drawn one that differs from it."""
+    if seed is None:
+        return draw_seed(exclude=train_seed)
+    if train_seed is not None and seed == train_seed:
+        raise UserError(f"--seed {seed} equals the training seed; evaluate with another seed "
+                        f"(or leave --seed out to draw one)")
+    return seed
+
+
+def refuse_existing_model(save_dir, encoder_files):
+    """Training never overwrites a model: a folder with checkpoint.pt or a saved encoder
+    (a file name matching the entry point's `encoder_files` pattern) is taken.
+
+    Encoders are saved after checkpoint.pt, so a folder whose training died before its
+    first checkpoint holds nothing to keep or resume (args.json and the frozen parts
+    written at the start): it is started afresh. Call this while holding the folder's
+    lock, so that no live run is mistaken for one."""
+    if not os.path.isdir(save_dir):
+        return
+    has_checkpoint = os.path.exists(os.path.join(save_dir, CHECKPOINT))
+    if not has_checkpoint and not any(re.fullmatch(encoder_files, name) for name in os.listdir(save_dir)):
+        return
+    resume = ", add --resume to continue it," if has_checkpoint else ""
+    raise UserError(f"model folder {save_dir} already holds a model; choose another "
+                    f"--model-id{resume} or --evaluate it")
+
+
+def read_saved_args(path, parser):
+    """A model's args.json, checked against the parser that wrote it: a dict whose
+    known settings have the types of their flags (a hand-edited "seed": "1" would
+    otherwise slip through as a different seed)."""
+    saved = read_json(path, "args.json")
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} does not hold a model's arguments (a JSON object), "
+                        f"but a {type(saved).__name__}")
+    for action in parser._actions:
+        key = action.dest
+        if key not in saved or (saved[key] is None and action.default is None):
+            continue
+        value = saved[key]
+        if action.const is True:  # store_true
+            ok = isinstance(value, bool)
+        elif action.type is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif action.type is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if ok and action.choices is not None:
+            ok = value in action.choices
+        if not ok:
+            raise UserError(f"{path}: {key} = {value!r} is not a valid value of --"
+                            f"{key.replace('_', '-')}")
+    return saved
+
+
+def given_flags(parser, argv):
+    """The destinations of the flags present on the command line (not defaulted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = set()
+    for action in parser._actions:
+        if any(arg == opt or arg.startswith(opt + "=") for opt in action.option_strings for arg in argv):
+            given.add(action.dest)
+    return given
+
+
+def resume_settings(args, saved, given, own, honoured, path):
+    """Take the interrupted run's settings from `saved` (its args.json).
+
+    `own` flags keep the command line's value (where the folder is, the device);
+    `honoured` flags given on the command line replace the saved value (a longer
+    run); any other flag given with a value that differs from the run's is
+    refused, rather than silently ignored."""
+    for key, value in saved.items():
+        if key in own or not hasattr(args, key):
+            continue
+        if key in given and key in honoured:
+            continue
+        if key in given and getattr(args, key) != value:
+            raise UserError(f"--resume continues the run as {path} records it, with "
+                            f"--{key.replace('_', '-')} {value}, not {getattr(args, key)}; "
+                            f"train a new --model-id to change it")
+        setattr(args, key, value)
+    if "train_steps" in given and getattr(args, "lr_schedule", "constant") != "constant" \
+            and args.train_steps != saved.get("train_steps"):
+        raise UserError(f"--train-steps cannot change on --resume with --lr-schedule "
+                        f"{args.lr_schedule}: the schedule is laid over the run's "
+                        f"{saved.get('train_steps')} steps")
 
 
 def entry_point(build_parser, check_args, train, evaluate):

@@ -12,7 +12,7 @@ from PIL import Image
 from datasets import (EOS, PAD, SPECIAL_TOKENS, UNK, DataError, Multimodal3DIdent, Vocabulary,
                       IMAGE_MEAN, IMAGE_STD, tokenize)
 from m3di_fixture import PHRASES, write_m3di
-from utils import UserError
+from cli import UserError
 
 COLOR = "xkcd:robin's egg blue"
 COLOR_TOKENS = ["``", "xkcd", ":", "robin", "'s", "egg", "blue", "''"]

@@ -7,7 +7,7 @@ from sklearn.metrics import r2_score
 
 import directions
 import main_mlp
-from utils import UserError
+from cli import UserError
 
 TINY = ["--content-n", "3", "--style-n", "2", "--modality-n", "2", "--encoding-size", "3",
         "--batch-size", "32", "--train-steps", "3", "--log-steps", "2", "--no-cuda",

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 import experiments
-import utils
-from utils import UserError
+import files
+from cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -340,7 +340,7 @@ def test_figure3_generates_data_once(tmp_path, fake):
 def test_busy_output_folder_is_refused(tmp_path, fake):
     out = tmp_path / "runs"
     out.mkdir()
-    with utils.FolderLock(str(out), name=experiments.LOCK):  # another runner holds the folder
+    with files.FolderLock(str(out), name=experiments.LOCK):  # another runner holds the folder
         with pytest.raises(UserError, match="is running on"):
             run(tmp_path, "table4", "--seeds", "1")
     (out / experiments.LOCK).write_text("999999999")  # left by a killed runner: no lock held
@@ -378,16 +378,13 @@ def test_recipe_flags_left_out_mean_their_defaults(tmp_path):
     assert experiments.settings_conflicts(str(tmp_path), same) == []
 
 
-@pytest.mark.parametrize("entry", ["main_mlp", "main_imgtxt"])
-def test_recipe_defaults_are_the_entry_points(entry):
-    """experiments.py keeps a torch-free copy of the recipe flags' defaults; it must match the parsers."""
-    module = __import__(entry)
-    parsed = vars(module.build_parser().parse_args(["--datapath", "unused"] if entry == "main_imgtxt" else []))
-    for flag, value in experiments.RECIPE_DEFAULTS.items():
-        key = flag.lstrip("-").replace("-", "_")
-        if key in parsed:
-            assert parsed[key] == value, flag
-    assert "lr_schedule" in parsed and "precision" in parsed
+def test_tooling_imports_no_torch():
+    """The runner, the report and the grids start in a fraction of a second and run where
+    torch is not installed (a login node): they import none of it, nor what needs it."""
+    code = ("import sys, experiments, report, grids, generate_m3di; "
+            "heavy = sorted({'torch', 'torchvision', 'sklearn'} & set(sys.modules)); print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("3-5", [3, 4, 5]), ("0,4,7", [0, 4, 7]),

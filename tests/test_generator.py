@@ -16,7 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import colors  # noqa: E402
 import generate_m3di as g  # noqa: E402
+from cli import run_cli  # noqa: E402
 from helpers import file_contents  # noqa: E402
 
 SMALL = ["--n-train", "12", "--n-val", "10", "--n-test", "1", "--image-size", "16",
@@ -34,7 +36,7 @@ def small_set(tmp_path_factory):
 
 def _error(capsys, argv):
     with pytest.raises(SystemExit) as e:
-        g.main(argv)
+        run_cli(g.main, argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2
     assert len(err) == 1, err                   # one line, no usage dump or traceback
@@ -96,7 +98,7 @@ def test_cli_subprocess_one_line_error(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
-        "generate_m3di.py: error: argument --n-train: must be >= 1, got 0 (see --help)"]
+        "generate_m3di.py: error: argument --n-train: must be in 1..10000000, got 0"]
     assert p.stdout == ""
 
 
@@ -234,7 +236,7 @@ def test_shape_names_consistent_with_renderer():
 
 def test_color_name_index_mapping(latents):
     from matplotlib import colors as mc
-    all_names, palettes = g.color_tables()
+    all_names, palettes = colors.color_tables()
     assert len(all_names) == 10 + 148 + 949 == len(set(all_names))
     assert all_names == sorted(list(mc.TABLEAU_COLORS) + list(mc.CSS4_COLORS)
                                + list(mc.XKCD_COLORS))
@@ -260,9 +262,9 @@ def test_nearest_color_examples():
     # exact CSS4 matches; equal colours (aqua/cyan, fuchsia/magenta) resolve
     # to the alphabetically first name
     hues = np.array([0.0, 1 / 3, 0.5, 2 / 3, 5 / 6, 0.0, 0.0])
-    names, idx = g.nearest_color_names(hues, np.array([1, 1, 1, 1, 1, 0, 2]))
+    names, idx = colors.nearest_color_names(hues, np.array([1, 1, 1, 1, 1, 0, 2]))
     assert names == ["red", "lime", "aqua", "blue", "fuchsia", "tab:red", "xkcd:fire engine red"]
-    all_names, _ = g.color_tables()
+    all_names, _ = colors.color_tables()
     assert [all_names[i] for i in idx] == names
 
 

@@ -1,6 +1,6 @@
 """Bad input and hostile conditions: one-line errors, non-zero exits, nothing lost.
 
-Each case runs a command (in-process through utils.run_cli, or as a real
+Each case runs a command (in-process through cli.run_cli, or as a real
 process where signals and pipes are involved) and checks the exit code, that
 stderr holds one line and no traceback, and that no saved file changed.
 """
@@ -21,7 +21,8 @@ import generate_m3di
 import main_imgtxt
 import main_mlp
 import report
-import utils
+import cli
+import files
 from helpers import file_contents as digest
 from m3di_fixture import write_m3di
 
@@ -46,7 +47,7 @@ def fails(capsys, main, argv, needle, code=2):
     """Run a command that must fail; return its one-line message."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        utils.run_cli(main, [str(a) for a in argv])
+        cli.run_cli(main, [str(a) for a in argv])
     err = capsys.readouterr().err
     lines = [line for line in err.replace("\r", "\n").splitlines()
              if line.strip() and "it/s" not in line and "step/s" not in line and "%|" not in line]
@@ -120,7 +121,7 @@ def test_cosine_schedule_cannot_be_stretched_on_resume(tmp_path, capsys):
 def test_a_folder_in_use_is_refused(tmp_path, capsys):
     folder = train_mlp(tmp_path, steps=3)
     before = digest(folder)
-    with utils.FolderLock(str(folder)):
+    with files.FolderLock(str(folder)):
         fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume",
                                       "--train-steps", "5"], "in use by another running process")
     assert digest(folder) == before
@@ -253,7 +254,7 @@ def test_unwritable_results_are_printed_first_and_reported(tmp_path, capsys):
     (folder / "results.csv").mkdir()  # results.csv cannot be replaced by a file
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        utils.run_cli(main_mlp.main, [str(a) for a in mlp_eval_args(tmp_path)])
+        cli.run_cli(main_mlp.main, [str(a) for a in mlp_eval_args(tmp_path)])
     captured = capsys.readouterr()
     assert exit_info.value.code == 2 and "Traceback" not in captured.err
     assert "Regression results:" in captured.out and "hz2" in captured.out
@@ -265,7 +266,7 @@ def test_read_only_folder_is_refused_before_the_work(tmp_path, capsys, monkeypat
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", kwargs.get("dir"))
-    monkeypatch.setattr(utils.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
     fails(capsys, main_mlp.main, mlp_eval_args(tmp_path), "Permission denied")
     assert "<Val Loss>" not in capsys.readouterr().out
 
@@ -403,8 +404,8 @@ def test_piping_into_head_ends_quietly():
 
 def test_only_rank_zero_reports_errors(capsys, monkeypatch):
     def bad(argv):
-        raise utils.UserError("--batch-size 7 must be divisible by the 2 processes")
+        raise cli.UserError("--batch-size 7 must be divisible by the 2 processes")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit):
-        utils.run_cli(bad, [])
+        cli.run_cli(bad, [])
     assert capsys.readouterr().err == ""

@@ -18,6 +18,8 @@ import main_imgtxt
 import main_mlp
 import report
 import run
+import cli
+import files
 import utils
 from helpers import file_contents as digest
 from m3di_fixture import write_m3di
@@ -167,12 +169,12 @@ def test_recipes_that_cannot_train_are_refused(tmp_path, capsys, flags, needle):
 def test_evaluation_takes_the_folder_lock(tmp_path, capsys, data):
     folder = train_mlp(tmp_path)
     before = digest(folder)
-    with utils.FolderLock(str(folder)):  # a training still running, or another evaluation
+    with files.FolderLock(str(folder)):  # a training still running, or another evaluation
         fails(capsys, main_mlp.main, evaluate_args(tmp_path), "in use by another running process")
         fails(capsys, directions.main, [folder, "--no-cuda"], "in use by another running process")
     assert digest(folder) == before
     imgtxt = train_imgtxt(data, tmp_path)
-    with utils.FolderLock(str(imgtxt)):
+    with files.FolderLock(str(imgtxt)):
         fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
                                          "--evaluate", "--load-args", "--workers", "0", "--no-cuda"],
               "in use by another running process")
@@ -187,7 +189,7 @@ def test_runner_never_clears_a_locked_folder(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
     folder.mkdir(parents=True)
     (folder / "args.json").write_text("{}")  # a training by hand, before its first checkpoint
-    with utils.FolderLock(str(folder)):
+    with files.FolderLock(str(folder)):
         assert experiments.main(["table1", "--rows", "p1.0_multi", "--seeds", "1",
                                  "--out", str(tmp_path / "runs")]) == 1
         assert (folder / "args.json").exists() and (folder / ".lock").exists()
@@ -203,7 +205,7 @@ def test_a_full_disk_at_the_first_checkpoint_never_blocks_the_model_id(tmp_path,
     def full_disk_on(name):
         def save(obj, path):
             if os.path.basename(path) == name:
-                raise utils.UserError(f"cannot write {path}: No space left on device")
+                raise cli.UserError(f"cannot write {path}: No space left on device")
             real(obj, path)
         return save
 

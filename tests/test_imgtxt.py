@@ -17,7 +17,9 @@ from datasets import EOS, PAD, Multimodal3DIdent, Vocabulary
 from encoders import TextEncoder2D, TextEncoderGRU, image_encoder, text_encoder
 from losses import infonce_loss, symmetric_infonce
 from m3di_fixture import write_m3di
-from utils import UserError, evaluation_seed, load_state_dict, run_cli
+from cli import UserError, run_cli
+from run import evaluation_seed
+from utils import load_state_dict
 
 RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
                 "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]

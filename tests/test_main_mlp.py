@@ -9,7 +9,7 @@ import torch
 
 import main_mlp
 import spaces
-import utils
+import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
@@ -106,7 +106,7 @@ def test_published_cuda_folder_is_refused_without_cuda_unless_stated(tmp_path, c
     make_published(folder, trained_with_cuda=True)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        utils.run_cli(evaluate, tmp_path)
+        cli.run_cli(evaluate, tmp_path)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "CUDA" in err and "--cpu-generator" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -145,7 +145,7 @@ def test_discrete_latents_train_and_evaluate(tmp_path):
 def test_evaluating_discrete_model_without_its_settings_is_refused(tmp_path, capsys):
     train(tmp_path, extra=["--discrete-style", "4"])
     with pytest.raises(SystemExit):
-        utils.run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "m", "--evaluate",
+        cli.run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "m", "--evaluate",
                                       *TINY])
     err = capsys.readouterr().err
     assert "--discrete-style 4" in err and "--load-args" in err
@@ -181,7 +181,7 @@ def assert_one_line_error(proc, *needles):
 ])
 def test_bad_flags(tmp_path, capsys, flags, needle):
     with pytest.raises(SystemExit) as exit_info:
-        utils.run_cli(main_mlp.main, ["--model-dir", str(tmp_path), *flags])
+        cli.run_cli(main_mlp.main, ["--model-dir", str(tmp_path), *flags])
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]

@@ -83,7 +83,7 @@ def test_autocast_is_engaged_only_under_bf16(precision, dtype):
     (["--weight-decay", "nan"], "--weight-decay"),
 ])
 def test_bad_recipe_flags(tmp_path, capsys, flags, needle):
-    from utils import run_cli
+    from cli import run_cli
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "x", "--no-cuda", *flags])
     assert exit_info.value.code == 2 and needle in capsys.readouterr().err

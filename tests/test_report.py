@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import report
-from utils import UserError
+from cli import UserError
 
 NAN = math.nan
 

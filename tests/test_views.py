@@ -106,19 +106,19 @@ def test_three_views_train_and_evaluate_every_block_from_every_view(tmp_path):
 
 
 def test_n_views_must_be_at_least_two(tmp_path, capsys):
-    from utils import run_cli
+    from cli import run_cli
     with pytest.raises(SystemExit):
         run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--n-views", "1", *TINY])
     assert "--n-views must be at least 2" in capsys.readouterr().err
 
 
 def test_a_failed_start_with_three_views_does_not_block_its_id(tmp_path):
-    from utils import refuse_existing_model
+    from run import refuse_existing_model
     folder = tmp_path / "m"
     folder.mkdir()
     for name in ("args.json", "f1.pt", "f2.pt", "f3.pt", "latent_space.pt"):
         (folder / name).write_text("x")
-    refuse_existing_model(str(folder))  # nothing trained yet: may start afresh
+    refuse_existing_model(str(folder), main_mlp.ENCODER_FILES)  # nothing trained yet: may start afresh
     (folder / "g3.pt").write_text("x")
     with pytest.raises(Exception, match="already holds a model"):
-        refuse_existing_model(str(folder))
+        refuse_existing_model(str(folder), main_mlp.ENCODER_FILES)

@@ -1,0 +1,25 @@
+"""Facts that several parts of the project must agree on, in one torch-free place.
+
+The files of a model folder, the data splits, the discrete-latent settings, the
+shapes of the synthetic data, and the defaults of the optimisation recipe (the
+published recipe). The runner and the report read them without importing torch.
+"""
+ARGS_FILE = "args.json"        # every setting of a training (the published name)
+RESULTS_FILE = "results.csv"   # an evaluation's table (the published name and columns)
+CHECKPOINT = "checkpoint.pt"   # modules, optimiser, step and random streams, for --resume
+# Files a finished training has left, per entry point (the published layouts).
+MODEL_FILES = {"main_mlp.py": (ARGS_FILE, "g1.pt", "g2.pt"),
+               "main_imgtxt.py": (ARGS_FILE, "encoder_img.pt", "encoder_txt.pt")}
+
+SPLITS = ("train", "val", "test")  # the Multimodal3DIdent folder's sub-folders
+
+# main_mlp.py's settings that make a latent block discrete, by block.
+DISCRETE_FLAGS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete_modality"}
+
+# The seven object shapes of Multimodal3DIdent, in the order of their index.
+SHAPE_NAMES = ("teapot", "hammer", "chair", "snowman", "car", "lamp", "airplane")
+
+# Defaults of the recipe flags (recipe.py, main_mlp.py --encoder-init): the published
+# recipe. A model trained with other values must not pass for one trained without them.
+RECIPE_DEFAULTS = {"lr_schedule": "constant", "warmup_steps": 0, "adam_beta2": 0.999,
+                   "weight_decay": 0.0, "precision": "fp32", "encoder_init": "torch"}
