@@ -19,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+import metrics
 import recipe
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
 from utils import (FolderLock, UserError, atomic_torch_save, atomic_write_csv, atomic_write_json,
@@ -31,6 +32,7 @@ CHECKPOINT = "checkpoint.pt"  # modules, optimiser, step and random streams, for
 RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
 # ... and lets these change (a longer run, other logging); any other change is refused.
 RESUME_HONOURED = ("train_steps", "log_steps")
+RESUME_HONOURED = (*RESUME_HONOURED, "tensorboard")  # metrics.py: a mirror of metrics.csv, not a setting
 
 
 def add_arguments(p, batch_size, lr, train_steps, log_steps):
@@ -50,6 +52,7 @@ def add_arguments(p, batch_size, lr, train_steps, log_steps):
                    help="continue an interrupted training run from its last checkpoint "
                         "(--train-steps may extend it; other settings are the run's own)")
     recipe.add_arguments(p)
+    metrics.add_arguments(p)
 
 
 def check_arguments(args):
@@ -143,6 +146,7 @@ def evaluation_folder(args, parser, loaded_args, need_seed=False):
 # (lr 1e-5, 100,001 steps, ...), which evaluation.json must not record as if they were
 # the model's: its training settings are in args.json beside it.
 TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", *recipe.TRAINING_FLAGS)
+TRAINING_FLAGS = (*TRAINING_FLAGS, "tensorboard")
 
 
 def save_results(save_dir, results, args, saved, unused=(), **extra):
