@@ -190,8 +190,8 @@ def describe(params):
 def launch(args, runs, jobs, generate, out_lock):
     """Submit the jobs with steps left that are not queued or running already; return the exit code."""
     if generate is not None:
-        raise UserError("figure3 on SLURM needs its data first: pass --datapath, or generate it with "
-                        "`experiments.py figure3 --launcher local` (or generate_m3di.py)")
+        raise UserError("figure3 on SLURM needs its data first: pass --datapath, or run the generator "
+                        "command that `experiments.py figure3 --dry-run` prints, then submit again")
     params = parameters(args)
     pending = [job for job in jobs if job.steps]
     load_submitit()

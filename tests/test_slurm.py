@@ -209,3 +209,32 @@ def test_tiny_grid_runs_through_submitit_local_executor(tmp_path, fake_slurm, mo
     fake_slurm.set_states({records(tmp_path / "runs")["p1.0_multi_s0"]["job_id"]: "COMPLETED"})
     assert experiments.main(argv) == 0
     assert fake_slurm.calls("sbatch") == []
+
+
+def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch):
+    """What a requeued job does: plan from disk, --resume a checkpointed training; an
+    interrupted one without checkpoint is cleared (its slurm.json and slurm/ kept) and retrained."""
+    import submitit
+
+    import slurm_job
+    from test_experiments import FakeEntryPoints
+    fake = FakeEntryPoints()
+    monkeypatch.setattr(experiments, "run_command", fake)
+    monkeypatch.chdir(tmp_path)
+    runs = experiments.experiment_runs("table4", "runs", "quick", [0], None)[:2]
+    resumable, fresh = (tmp_path / r.train_dir for r in runs)
+    for folder in (resumable, fresh):
+        folder.mkdir(parents=True)
+        (folder / slurm.RECORD).write_text('{"job_id": "1234_0"}')
+        (folder / "args.json").write_text("{}")
+        (folder / "stale.pt").write_text("x")
+    (resumable / experiments.CHECKPOINT).write_text("step 3000")
+    job = slurm_job.ModelJob([runs[0]], str(tmp_path), threads=2)
+    requeued = job.checkpoint()
+    assert isinstance(requeued, submitit.helpers.DelayedSubmission) and requeued.function is job
+    assert requeued.function() == [runs[0].run_dir]
+    assert fake.resumed() == [runs[0].name] and (resumable / "results.csv").exists()
+    assert slurm_job.ModelJob([runs[1]], str(tmp_path))() == [runs[1].run_dir]
+    assert fake.trainings()[-1] == runs[1].name and runs[1].name not in fake.resumed()
+    assert (fresh / slurm.RECORD).exists() and not (fresh / "stale.pt").exists()
+    assert (fresh / "results.csv").exists() and (fresh / experiments.TRAINED).exists()
