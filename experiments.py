@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grids
+import slurm
 from cli import OneLineParser, UserError, flag_of, run_cli
 from facts import CHECKPOINT, MODEL_FILES, RECIPE_DEFAULTS
 from files import FolderLock, atomic_write_json, read_json
@@ -560,6 +561,7 @@ def build_parser():
                         "otherwise generated into OUT/data/ if not given)")
     p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
     p.add_argument("--list", action="store_true", help="print the experiments and their grids")
+    slurm.add_arguments(p)  # --launcher and its resources
     return p
 
 
@@ -644,6 +646,8 @@ def main(argv=None):
         job.steps = plan_steps(job)
     pending = [job for job in jobs if job.steps]
     n_done = sum(has_results(run.run_dir) for run in runs)
+    if args.launcher == "slurm":  # slurm.py: one SLURM job per Job, doing what run_job does here
+        return slurm.launch(args, runs, jobs, generate, out_lock)
 
     if args.dry_run:
         print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do")

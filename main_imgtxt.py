@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+import metrics
 import probes
 import recipe
 import run
@@ -203,6 +204,7 @@ def run_training(args, device, info, save_dir):
     batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
                                 start_batch=first - 1)
     encoders.train()
+    curve = metrics.open_log(save_dir, first, args, info.is_main)  # metrics.csv
 
     def save(step):
         if not all_finite(encoders.values()):
@@ -243,12 +245,15 @@ def run_training(args, device, info, save_dir):
         if logging and info.is_main:
             tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
                        f"<Loss>: {(window_sum / window_n).item():.4f}")
+            curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value,
+                        mean_loss=(window_sum / window_n).item())  # before the checkpoint: see metrics.py
         if logging:
             window_sum.zero_()
             window_n = 0
         if should_log(step, args.checkpoint_steps, args.train_steps) and info.is_main:
             save(step)
     bar.close()
+    curve.close()
     if info.is_main:
         print(f"Saved the encoders to {save_dir}")
     return save_dir

@@ -20,6 +20,7 @@ from torch import nn
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+import metrics
 import probes
 import recipe
 import run
@@ -271,6 +272,7 @@ def run_training(args, device, info, save_dir, space, net):
         first = run.load_checkpoint(save_dir, net.encoders(), optimizer, restore,
                                     args.train_steps)
     ddp_net = wrap_ddp(net, info, device)
+    curve = metrics.open_log(save_dir, first, args, info.is_main)  # metrics.csv
 
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                initial=first - 1, total=args.train_steps, disable=not info.is_main)
@@ -288,11 +290,14 @@ def run_training(args, device, info, save_dir, space, net):
             # Probe first: a step whose encodings are no longer finite is not saved.
             # rank 0 alone: a loss that gathers nothing
             val_loss, r2 = quick_probe(space, net, MultiViewLpLoss(), probe_gen, args, save_dir, step)
+            curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value, fresh_batch_loss=val_loss,
+                        **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
             tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
                        "linear R^2 from hz1: "
                        + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))
     bar.close()
+    curve.close()
     if info.is_main:
         print(f"saved model to {save_dir}")
 

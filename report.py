@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import curves  # noqa: E402
 import grids  # noqa: E402
 from cli import OneLineParser, UserError, run_cli  # noqa: E402
 from facts import DISCRETE_FLAGS  # noqa: E402
@@ -508,9 +509,14 @@ def write_report(folder, experiment):
         lines += [f"Every run converged (content R² of hz1 at least {CONVERGED}).", ""]
     if notes:
         lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
+    curve_png = os.path.join(folder, f"{experiment}_curves.png")  # from each run's metrics.csv
+    drawn = curves.plot_curves(folder, kind, curve_png, f"{TITLES[experiment]}: training curves")
+    if drawn:
+        lines += ["Training curves (metrics.csv of each run; one line per seed):", "",
+                  f"![{experiment} training curves]({os.path.basename(curve_png)})", ""]
     path = os.path.join(folder, "report.md")
     atomic_write_text(path, "\n".join(lines))
-    return [path, png]
+    return [path, png, *([curve_png] if drawn else [])]
 
 
 def main(argv=None):

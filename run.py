@@ -23,6 +23,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+import metrics
 import recipe
 from cli import UserError, check_finite, flag_of
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
@@ -33,7 +34,8 @@ from utils import atomic_torch_save, state_dict_mismatch
 # --resume takes these from the command line (where the folder is now, the device) ...
 RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
 # ... and lets these change (a longer run, other logging); any other change is refused.
-RESUME_HONOURED = ("train_steps", "log_steps")
+# (--tensorboard: metrics.py's mirror of metrics.csv, not a setting.)
+RESUME_HONOURED = ("train_steps", "log_steps", "tensorboard")
 # Seeds seed numpy's legacy generator and scipy's Wishart draws, which take 0 <= seed < 2^32.
 MAX_SEED = 2**32 - 1
 
@@ -55,6 +57,7 @@ def add_arguments(p, batch_size, lr, train_steps, log_steps):
                    help="continue an interrupted training run from its last checkpoint "
                         "(--train-steps may extend it; other settings are the run's own)")
     recipe.add_arguments(p)
+    metrics.add_arguments(p)
 
 
 def check_arguments(args):
@@ -220,7 +223,7 @@ def diverged(step, save_dir, args):
 # Flags that only steer training. An evaluation parses them too, at their defaults
 # (lr 1e-5, 100,001 steps, ...), which evaluation.json must not record as if they were
 # the model's: its training settings are in args.json beside it.
-TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", *recipe.TRAINING_FLAGS)
+TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", "tensorboard", *recipe.TRAINING_FLAGS)
 
 
 def save_results(save_dir, results, args, saved, unused=(), **extra):

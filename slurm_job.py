@@ -1,0 +1,71 @@
+"""The SLURM job of one model: experiments.py's steps for it (train, then evaluate each run
+that needs it), requeued from its last checkpoint when it times out or is preempted.
+
+Imported where submitit is installed only: by `experiments.py --launcher slurm` when it
+submits, and by submitit on the compute node when it unpickles the job.
+"""
+import os
+import shutil
+
+import submitit
+
+import experiments
+
+KEEP = "slurm"  # the run folder's slurm.json and slurm/ (the job's record and logs) survive a clean-up
+
+
+class ModelJob(submitit.helpers.Checkpointable):
+    """The runs that share one trained model (experiments.Job's unit), as a submitit callable.
+
+    Every start, the first and each requeue, plans the steps from what is on disk, as the
+    local launcher does: a folder without TRAINED but with checkpoint.pt is continued with
+    the entry point's --resume, a finished run is skipped."""
+
+    def __init__(self, runs, cwd, threads=None):
+        self.runs = runs        # experiments.Run of one train_dir
+        self.cwd = cwd          # the submitter's working directory: the runs' paths are relative to it
+        self.threads = threads  # CPUs of the job (torch threads of its steps)
+
+    def __call__(self):
+        os.chdir(self.cwd)
+        job = experiments.group_jobs(self.runs)[0]
+        job.steps = []
+        for step in experiments.plan_steps(job):
+            if step.kind == "remove":
+                clear(step.folder)
+            else:
+                job.steps.append(step)
+        failure = experiments.run_job(job, self.environment())
+        if failure:
+            raise RuntimeError(failure)  # the job ends FAILED: a rerun of the command resubmits it
+        return [run.run_dir for run in job.runs]
+
+    def environment(self):
+        env = experiments.child_env(1)
+        if self.threads and "OMP_NUM_THREADS" not in os.environ:
+            env["OMP_NUM_THREADS"] = str(self.threads)  # os.cpu_count() is the node's, not the job's
+        return env
+
+    def checkpoint(self, *args, **kwargs):
+        # The state is on disk (checkpoint.pt, TRAINED, results.csv): the same callable,
+        # planned again when it restarts, continues where this one stopped.
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def clear(folder):
+    """The "remove" step of an incomplete folder, keeping the job's own record and logs
+    (SLURM still writes the log files that the run folder links to)."""
+    if not os.path.isdir(folder):
+        return
+    names = os.listdir(folder)
+    if not any(name.startswith(KEEP) for name in names):
+        shutil.rmtree(folder)  # as the local launcher does: copy_model needs the folder gone
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.startswith(KEEP):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
