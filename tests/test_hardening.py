@@ -33,11 +33,6 @@ IMGTXT = ["--batch-size", "8", "--log-steps", "1", "--checkpoint-steps", "2", "-
           "--hidden-size", "16", "--lr", "1e-3", "--no-cuda"]
 
 
-@pytest.fixture(autouse=True)
-def small_eval_batches(monkeypatch):
-    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 128)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_m3di(str(tmp_path_factory.mktemp("m3di")), sizes={"train": 16, "val": 10, "test": 10})

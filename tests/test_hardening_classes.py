@@ -23,7 +23,7 @@ import files
 import utils
 from helpers import file_contents as digest
 from m3di_fixture import write_m3di
-from test_hardening import IMGTXT, TINY, data, fails, small_eval_batches, train_imgtxt, train_mlp  # noqa: F401
+from test_hardening import IMGTXT, TINY, data, fails, train_imgtxt, train_mlp  # noqa: F401
 
 T = [*TINY, "--train-steps", "3", "--num-eval-batches", "1"]
 

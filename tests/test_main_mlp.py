@@ -16,11 +16,6 @@ TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-s
         "--batch-size", "32", "--train-steps", "3", "--log-steps", "2", "--no-cuda"]
 
 
-@pytest.fixture(autouse=True)
-def small_eval_batches(monkeypatch):
-    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 128)
-
-
 def train(tmp_path, model_id="m", extra=()):
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", model_id, "--seed", "3", *TINY, *extra])
     return tmp_path / model_id

@@ -20,11 +20,6 @@ TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-s
         "--batch-size", "32", "--log-steps", "2", "--no-cuda", "--seed", "3"]
 
 
-@pytest.fixture(autouse=True)
-def small_eval_batches(monkeypatch):
-    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 128)
-
-
 def train_mlp(folder, steps, *extra):
     main_mlp.main(["--model-dir", str(folder.parent), "--model-id", folder.name, *TINY,
                    "--train-steps", str(steps), *extra])

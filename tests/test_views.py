@@ -29,11 +29,6 @@ REFERENCE = {
 }
 
 
-@pytest.fixture(autouse=True)
-def small_eval_batches(monkeypatch):
-    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 128)
-
-
 def train_and_evaluate(tmp_path, flags, eval_flags=("--permuted-content",)):
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--seed", "3", *TINY, *flags])
     return main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--evaluate", "--load-args",
