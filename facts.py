@@ -21,5 +21,6 @@ SHAPE_NAMES = ("teapot", "hammer", "chair", "snowman", "car", "lamp", "airplane"
 
 # Defaults of the recipe flags (recipe.py, main_mlp.py --encoder-init): the published
 # recipe. A model trained with other values must not pass for one trained without them.
-RECIPE_DEFAULTS = {"lr_schedule": "constant", "warmup_steps": 0, "adam_beta2": 0.999,
-                   "weight_decay": 0.0, "precision": "fp32", "encoder_init": "torch"}
+RECIPE_DEFAULTS = {"lr_schedule": "constant", "warmup_steps": 0, "adam_beta1": 0.9, "adam_beta2": 0.999,
+                   "adam_eps": 1e-8, "weight_decay": 0.0, "grad_clip": 2.0, "precision": "fp32",
+                   "encoder_init": "torch", "tau": 1.0}

@@ -32,12 +32,18 @@ class LpSimCLRLoss(nn.Module):
         self.simclr_denominator = simclr_denominator
         self.pow = pow
 
-    def forward(self, z1, z2_con_z1, z3, z1_rec, z2_con_z1_rec, z3_rec):
-        # The latents themselves are not used; the signature is kept for compatibility.
+    def forward(self, *encodings):
+        """loss(anchors, positives, negatives), or the published six-argument call
+        loss(z1, z2_con_z1, z3, z1_rec, z2_con_z1_rec, z3_rec), whose first three
+        arguments (the latents) play no role. Returns (mean, per sample, [pos mean, neg mean])."""
+        if len(encodings) not in (3, 6):
+            raise TypeError(f"LpSimCLRLoss takes (anchors, positives, negatives) or the published "
+                            f"six arguments, got {len(encodings)}")
+        a, b, n = encodings[-3:]
         if self.p == 2 and self.pow and self.simclr_denominator and not self.simclr_compatibility_mode:
-            loss_pos, loss_neg = self._l2_terms(z1_rec, z2_con_z1_rec, z3_rec)
+            loss_pos, loss_neg = self._l2_terms(a, b, n)
         else:
-            loss_pos, loss_neg = self._general_terms(z1_rec, z2_con_z1_rec, z3_rec)
+            loss_pos, loss_neg = self._general_terms(a, b, n)
         loss = 2 * (self.alpha * loss_pos + (1.0 - self.alpha) * loss_neg)
         return loss.mean(), loss, [loss_pos.mean(), loss_neg.mean()]
 
@@ -72,8 +78,8 @@ class LpSimCLRLoss(nn.Module):
 
 def symmetric_lp_loss(loss_fn, h1, h2, h1_neg, h2_neg):
     """The simulation's training objective: the loss averaged over both anchor modalities."""
-    l12 = loss_fn(None, None, None, h1, h2, h1_neg)
-    l21 = loss_fn(None, None, None, h2, h1, h2_neg)
+    l12 = loss_fn(h1, h2, h1_neg)
+    l21 = loss_fn(h2, h1, h2_neg)
     return 0.5 * (l12[0] + l21[0])
 
 

@@ -31,9 +31,8 @@ from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import GatheredInfoNCE
 from facts import SPLITS
 from files import atomic_write_json, read_json
-from utils import all_finite, atomic_torch_save, infinite_iterator, load_into, set_seed, should_log
+from utils import atomic_torch_save, infinite_iterator, load_into, set_seed, should_log
 
-CLIP_NORM = 2.0
 # results.csv columns (the published names) and the probe behind each: regression for
 # continuous factors, classification for discrete ones.
 CONTINUOUS_PROBES = {"r2_linreg": "linear", "r2_krreg": "kernel_ridge"}
@@ -47,6 +46,11 @@ MODALITIES = ("image", "text")
 # Each modality's encoder is saved under the published file name: encoder_img.pt, encoder_txt.pt.
 CHECKPOINT_NAMES = {"image": "encoder_img", "text": "encoder_txt"}
 ENCODER_FILES = r"encoder_(img|txt)(_\d+)?\.pt"  # saved after checkpoint.pt
+# What a training derived from its data, kept apart from its flags (args.json): the
+# text encoder's input shape and the image size an evaluation must see again.
+METADATA_FILE = "metadata.json"
+METADATA_KEYS = ("sequence_length", "vocab_size", "image_size")
+EVAL_PROTOCOLS = ("exact", "published")
 # --resume: flags taken from the command line (the data may have moved), and flags that may change.
 RESUME_OWN = (*run.RESUME_OWN, "datapath", "workers")
 RESUME_HONOURED = (*run.RESUME_HONOURED, "checkpoint_steps", "save_all_checkpoints")
@@ -64,6 +68,11 @@ def build_parser():
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--save-all-checkpoints", action="store_true")
     p.add_argument("--text-encoder", choices=TEXT_ENCODERS, default="conv")
+    p.add_argument("--eval-protocol", choices=EVAL_PROTOCOLS, default="exact",
+                   help="--evaluate: exact (default) encodes every val/test sample once, in order, "
+                        "BatchNorm in eval mode; published encodes as the published script does: "
+                        "BatchNorm in training mode over shuffled, drop-last batches of --batch-size, "
+                        "ceil(n / batch) of them, so some samples repeat and others are left out")
     p.add_argument("--max-sequence-length", type=int, default=128,
                    help="token slots per caption at most, {eos} included (default 128; the "
                         "published captions need at most 32); longer captions are cut")
@@ -151,13 +160,10 @@ def train(args, device, info=DistInfo(), given=()):
 def training_data(args, save_dir, info):
     data_vocab = os.path.join(save_dir if args.resume else args.datapath, "vocab.json")
     vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
-    # The sequence length and image size are fixed by the first run (args.json), so that
-    # --resume keeps the model's shape and the data it was trained on.
-    saved = {}
-    if args.resume:
-        path = os.path.join(save_dir, "args.json")
-        saved = read_json(path, "args.json")
-        check_metadata(saved, path)
+    # The sequence length and image size are fixed by the first run, so that --resume
+    # keeps the model's shape and the data it was trained on.
+    saved = read_metadata(save_dir, read_json(os.path.join(save_dir, "args.json"), "args.json")) \
+        if args.resume else {}
     dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab, sequence_length=saved.get("sequence_length"),
                                 max_sequence_length=args.max_sequence_length)
     trained_size = saved.get("image_size")
@@ -180,8 +186,8 @@ def run_training(args, device, info, save_dir):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels
     dataset, data_vocab, vocab = training_data(args, save_dir, info)
-    args.sequence_length, args.vocab_size = dataset.sequence_length, dataset.vocab_size
-    args.image_size = list(dataset.image_size)
+    metadata = {"sequence_length": dataset.sequence_length, "vocab_size": dataset.vocab_size,
+                "image_size": list(dataset.image_size)}
 
     encoders = build_encoders(args, dataset.vocab_size, dataset.sequence_length, device)
     # oneDNN's (and cuDNN's) bfloat16 convolutions prefer channels-last images (measured on
@@ -192,6 +198,7 @@ def run_training(args, device, info, save_dir):
         if not args.resume:
             dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
         atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
+        atomic_write_json(os.path.join(save_dir, METADATA_FILE), metadata)
         report_training_setup(args, dataset, save_dir, data_vocab, vocab, device)
 
     encoders = sync_batchnorm(encoders, info, device)
@@ -207,8 +214,7 @@ def run_training(args, device, info, save_dir):
     curve = metrics.open_log(save_dir, first, args, info.is_main)  # metrics.csv
 
     def save(step):
-        if not all_finite(encoders.values()):
-            raise run.diverged(step, save_dir, args)
+        run.check_finite_training(step, save_dir, args, modules=encoders.values())
         # checkpoint.pt first: a failure after it leaves a run that --resume continues.
         run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
         for name, encoder in encoders.by_file().items():
@@ -221,27 +227,17 @@ def run_training(args, device, info, save_dir):
                mininterval=1.0, disable=not info.is_main, initial=first - 1, total=args.train_steps)
     start = time.perf_counter()
     for step in bar:
-        batch = next(batches)
-        inputs = {"image": batch["image"].to(device, non_blocking=True).contiguous(memory_format=layout),
-                  "text": batch["text"].to(device, non_blocking=True)}
         recipe.set_lr(optimizer, step, args)
-        with recipe.autocast(args, device):  # --precision bf16: the encoders only
-            hz = ddp(inputs)
-        loss = loss_fn(hz["image"], hz["text"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP averages the gradients over ranks here
-        torch.nn.utils.clip_grad_norm_(params, max_norm=CLIP_NORM)
-        optimizer.step()
-        window_sum += loss.detach()
+        loss = train_step(ddp, loss_fn, optimizer, params, next(batches), args, device, layout)
+        window_sum += loss
         window_n += 1
 
         logging = should_log(step, args.log_steps, args.train_steps)
-        if logging or step % 10 == 0:
+        if logging or step % run.READ_LOSS_EVERY == 0:
             value = loss.item()
+            run.check_finite_training(step, save_dir, args, value)
             rate = (step - first + 1) * args.batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{value:.4f}", samples_per_s=f"{rate:.1f}")
-            if not math.isfinite(value):
-                raise run.diverged(step, save_dir, args)
         if logging and info.is_main:
             tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
                        f"<Loss>: {(window_sum / window_n).item():.4f}")
@@ -257,6 +253,18 @@ def run_training(args, device, info, save_dir):
     if info.is_main:
         print(f"Saved the encoders to {save_dir}")
     return save_dir
+
+
+def train_step(net, loss_fn, optimizer, params, batch, args, device, layout):
+    """One optimisation step on a batch of pairs, shaped as the simulation's: forward (the
+    encoders under --precision's autocast), loss, backward, clipping, Adam."""
+    inputs = {"image": batch["image"].to(device, non_blocking=True).contiguous(memory_format=layout),
+              "text": batch["text"].to(device, non_blocking=True)}
+    with recipe.autocast(args, device):
+        hz = net(inputs)
+    loss = loss_fn(hz["image"], hz["text"])
+    recipe.descend(loss, optimizer, params, args)
+    return loss.detach()
 
 
 def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
@@ -275,10 +283,23 @@ def report_training_setup(args, dataset, save_dir, data_vocab, vocab, device):
 # ---------------------------------------------------------------------------
 # Evaluation
 
+def read_metadata(save_dir, saved):
+    """A model folder's metadata.json, checked: the evaluation rebuilds the text encoder and
+    checks the images with it, so a hand-edited or damaged value must not pass. Folders
+    without it keep these values in args.json (`saved`), or nowhere (the published scripts':
+    None, derived again from the data)."""
+    path = os.path.join(save_dir, METADATA_FILE)
+    if os.path.isfile(path):
+        metadata = read_json(path, METADATA_FILE)
+        if not isinstance(metadata, dict):
+            raise UserError(f"{path} does not hold a JSON object")
+    else:
+        path, metadata = os.path.join(save_dir, "args.json"), saved
+    check_metadata(metadata, path)
+    return {key: metadata.get(key) for key in METADATA_KEYS}
+
+
 def check_metadata(saved, path):
-    """The values a training derives from its data and records beside its flags in args.json
-    (older folders lack them): the evaluation rebuilds the text encoder and checks the images
-    with them, so a hand-edited or damaged value must not pass."""
     length, size = saved.get("sequence_length"), saved.get("image_size")
     if length is not None and not (isinstance(length, int) and not isinstance(length, bool) and length >= 2):
         raise UserError(f"{path}: sequence_length = {length!r} is not a sequence length (an integer >= 2)")
@@ -288,27 +309,53 @@ def check_metadata(saved, path):
 
 
 @torch.no_grad()
-def encode(dataset, encoders, args, device, loss_fn=None):
-    """Encodings of every sample of `dataset`, exactly once, in order (eval mode).
+def encode(dataset, encoders, args, device, loss_fn=None, protocol="exact"):
+    """Encodings of `dataset` under an evaluation protocol (--eval-protocol).
 
-    Returns {modality: float64 array} and the mean loss over batches (computed from
-    the same encodings: each encoder runs once per batch).
+    exact: every sample exactly once, in order, BatchNorm in eval mode (running
+    statistics), so an encoding depends on its sample alone. published: as the
+    published script, BatchNorm in training mode (each batch normalised with its own
+    statistics) over shuffled, drop-last batches, ceil(n / batch) of them, a new pass
+    reshuffled when one runs out. That script ran each encoder twice per batch, for the
+    loss and for the encodings; with no dropout both passes give the same values, so
+    one pass serves both here.
+
+    Returns ({modality: float64 array}, the sample index of each row, the mean loss
+    over batches).
     """
-    encoders.eval()
+    if protocol == "exact":
+        encoders.eval()
+        batches = loader(dataset, args, device, train=False)
+    else:
+        encoders.train()
+        batches = published_batches(dataset, args)
     hz = {m: [] for m in encoders}
     losses, seen = [], []
-    for batch in loader(dataset, args, device, train=False):
+    for batch in batches:
         h = encoders({m: batch[m].to(device, non_blocking=True) for m in encoders})
         if loss_fn is not None:
             losses.append(loss_fn(h["image"], h["text"]).item())
         for m in encoders:
             hz[m].append(h[m].double().cpu())
         seen.append(batch["index"])
-    seen = torch.cat(seen)
-    if not torch.equal(seen, torch.arange(len(dataset))):
+    seen = torch.cat(seen).numpy()
+    if protocol == "exact" and not np.array_equal(seen, np.arange(len(dataset))):
         raise RuntimeError("evaluation did not see every sample exactly once, in order")
-    out = {m: torch.cat(v).numpy().reshape(len(dataset), -1) for m, v in hz.items()}
-    return out, float(np.mean(losses)) if losses else math.nan
+    out = {m: torch.cat(v).numpy().reshape(len(seen), -1) for m, v in hz.items()}
+    return out, seen, float(np.mean(losses)) if losses else math.nan
+
+
+def published_batches(dataset, args):
+    """The published script's evaluation batches: ceil(n / batch) shuffled, drop-last
+    batches of --batch-size from a stream that reshuffles at every pass (seeded by the
+    evaluation seed)."""
+    shuffled = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                          num_workers=args.workers, generator=torch.Generator().manual_seed(args.seed))
+    if len(shuffled) == 0:
+        raise UserError(f"--eval-protocol published: {dataset.paths['root']} has {len(dataset)} samples, "
+                        f"fewer than one batch of --batch-size {args.batch_size}")
+    stream = infinite_iterator(shuffled)
+    return (next(stream) for _ in range(math.ceil(len(dataset) / args.batch_size)))
 
 
 def model_vocabulary(args, save_dir):
@@ -321,13 +368,14 @@ def model_vocabulary(args, save_dir):
     return Vocabulary.build(tokenized_split(args.datapath, "train")), None
 
 
-def factor_rows(modality, hz, splits, device, seed):
+def factor_rows(modality, hz, splits, device, seed, rows):
     """results.csv rows of one modality: every factor predicted from its encodings
-    (fit on validation, scored on test)."""
+    (fit on validation, scored on test); rows[split]: the sample of each encoding."""
     x_val, x_test = probes.standardize(hz["val"][modality], hz["test"][modality])
     factors = Multimodal3DIdent.FACTORS[modality]
     discrete = Multimodal3DIdent.DISCRETE_FACTORS[modality]
-    values = {name: (splits["val"].factor_values(modality, name), splits["test"].factor_values(modality, name))
+    values = {name: (splits["val"].factor_values(modality, name)[rows["val"]],
+                     splits["test"].factor_values(modality, name)[rows["test"]])
               for name in factors.values()}
     kinds = {"continuous": ({n: values[n] for ix, n in factors.items() if ix not in discrete}, CONTINUOUS_PROBES),
              "discrete": ({n: values[n] for ix, n in factors.items() if ix in discrete}, DISCRETE_PROBES)}
@@ -353,14 +401,14 @@ def factor_rows(modality, hz, splits, device, seed):
 
 def evaluate(args, device):
     save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, check=check_args)
-    check_metadata(saved, os.path.join(save_dir, "args.json"))
+    metadata = read_metadata(save_dir, saved)
     seed = args.seed
     set_seed(seed)
     print_args(args)
     print(f"Evaluation seed {seed} (training seed {saved.get('seed')}); device {device}")
 
     vocab, vocab_path = model_vocabulary(args, save_dir)
-    sequence_length = saved.get("sequence_length")
+    sequence_length = metadata["sequence_length"]
     if sequence_length is None:
         sequence_length = sequence_length_of(tokenized_split(args.datapath, "train"))
     print(f"Vocabulary: {len(vocab)} tokens ({vocab_path or 'rebuilt'}); "
@@ -374,7 +422,7 @@ def evaluate(args, device):
         if ds.num_truncated or ds.num_unknown:
             print(f"{split}: {ds.num_truncated} sentences truncated to {sequence_length} tokens, "
                   f"{ds.num_unknown} unknown words mapped to {{unk}}")
-        trained_size = saved.get("image_size")
+        trained_size = metadata["image_size"]
         if trained_size is not None and list(ds.image_size) != list(trained_size):
             raise UserError(f"{save_dir} was trained on {trained_size[0]}x{trained_size[1]} images, "
                             f"but {ds.paths['root']} holds {ds.image_size[0]}x{ds.image_size[1]} "
@@ -390,14 +438,14 @@ def evaluate(args, device):
             raise UserError(f"{err}{hint}") from None
 
     loss_fn = GatheredInfoNCE(args.tau)  # evaluation runs in one process: nothing to gather
-    hz, loss = {}, {}
+    hz, seen, loss = {}, {}, {}
     for split, ds in splits.items():
-        hz[split], loss[split] = encode(ds, encoders, args, device, loss_fn)
+        hz[split], seen[split], loss[split] = encode(ds, encoders, args, device, loss_fn, args.eval_protocol)
         print(f"<{split.capitalize()} Loss>: {loss[split]:.4f}")
 
     rows = []
     for m in MODALITIES:
-        rows += factor_rows(m, hz, splits, device, seed)
+        rows += factor_rows(m, hz, splits, device, seed, seen)
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     print(results.to_string())  # before writing: a failed write (full disk) loses nothing
     run.save_results(save_dir, results, args, saved, unused=("checkpoint_steps", "save_all_checkpoints"),

@@ -28,10 +28,10 @@ import spaces
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import INITS, simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
-from losses import MultiViewLpLoss
+from losses import LpSimCLRLoss, MultiViewLpLoss
 from facts import DISCRETE_FLAGS, RECIPE_DEFAULTS
 from files import atomic_write_json
-from utils import all_finite, atomic_torch_save, load_into, set_seed, should_log
+from utils import atomic_torch_save, load_into, set_seed, should_log
 
 EVAL_BATCH = 4096
 MAX_VIEWS = 16
@@ -47,7 +47,7 @@ def targets(n_views=2):
 LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent_style",
                "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
                "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
-               "discrete_content", "discrete_style", "discrete_modality", "n_views")
+               "discrete_content", "discrete_style", "discrete_modality", "n_views", "tau")
 
 
 def build_parser():
@@ -75,6 +75,9 @@ def build_parser():
     p.add_argument("--n-views", type=int, default=2, metavar="K",
                    help="views of the shared content, each with its own mixing function, "
                         "modality-specific block and style change (default 2, the paper's)")
+    p.add_argument("--tau", type=float, default=1.0,
+                   help="temperature of the L2 InfoNCE loss (default 1.0, the published one); "
+                        "the loss divides the squared distances by it")
     p.add_argument("--encoder-init", choices=INITS, default=RECIPE_DEFAULTS["encoder_init"],
                    help="initialisation of the encoders g1, g2, ...: torch's default Linear init "
                         "(the published scripts') or kaiming (He et al. for leaky ReLU, zero biases), "
@@ -104,6 +107,8 @@ def check_args(args):
         raise UserError(f"--style-change-prob must be in [0, 1], got {args.style_change_prob}")
     for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param)):
         check_finite(flag, value)
+    if not 0.0 < args.tau < float("inf"):
+        raise UserError(f"--tau must be a finite number > 0, got {args.tau}")
     check_discrete(args)
 
 
@@ -144,7 +149,9 @@ class ViewEncoder(nn.Module):
     """h_k = g_k o f_k for every view k as one module, so that DDP wraps all encoders once.
 
     Keyed f1, g1, f2, g2, ... (shared networks appear under several keys);
-    forward takes the K views and returns {"hz1": h1(z1), ..., "hzK": hK(zK)}."""
+    forward takes the K views and returns {"hz1": h1(z1), ..., "hzK": hK(zK)}, float32.
+    `autocast` (a context factory: --precision while training) covers the encoders only:
+    the mixing functions make the observations in float32."""
 
     def __init__(self, mixings, encoders):
         super().__init__()
@@ -160,22 +167,22 @@ class ViewEncoder(nn.Module):
     def mixings(self):
         return {f"f{k}": self.nets[f"f{k}"] for k in range(1, self.n_views + 1)}
 
-    def encode(self, view, z):
-        return self.nets[f"g{view}"](self.nets[f"f{view}"](z))
+    def encode(self, view, z, autocast=nullcontext):
+        x = self.nets[f"f{view}"](z)
+        with autocast():
+            return self.nets[f"g{view}"](x).float()
 
-    def forward(self, *views):
+    def forward(self, *views, autocast=nullcontext):
         names = [f"hz{k}" for k in range(1, self.n_views + 1)]
         if len(set(map(id, self.mixings().values()))) == 1 and len(set(map(id, self.encoders().values()))) == 1:
-            return dict(zip(names, self.encode(1, torch.cat(views)).chunk(self.n_views)))  # one pass
-        return {name: self.encode(k, z) for k, (name, z) in enumerate(zip(names, views), 1)}
+            return dict(zip(names, self.encode(1, torch.cat(views), autocast).chunk(self.n_views)))  # one pass
+        return {name: self.encode(k, z, autocast) for k, (name, z) in enumerate(zip(names, views), 1)}
 
 
 def contrastive_loss(loss_fn, net, blocks, n, autocast=nullcontext):
     """The loss (a losses.MultiViewLpLoss) of the first n tuples of `blocks` against the
     rest as negatives; tuples and negatives go through each network in one pass."""
-    with autocast():  # --precision bf16: the networks only; the loss stays float32
-        encodings = [h.float() for h in net(*spaces.LatentSpace.views(blocks)).values()]
-    return loss_fn(encodings, n)
+    return loss_fn(list(net(*spaces.LatentSpace.views(blocks), autocast=autocast).values()), n)
 
 
 def local_rows(blocks, batch_size, info):
@@ -186,18 +193,21 @@ def local_rows(blocks, batch_size, info):
     return {k: torch.cat((v[:batch_size][sl], v[batch_size:][sl])) for k, v in blocks.items()}
 
 
-def train_step(space, net, loss_fn, optimizer, params, batch_size, generator, info=DistInfo(),
-               autocast=nullcontext):
-    """One optimisation step on a fresh global batch; pairs and negatives are sampled together.
+def simulation_loss(args, info=DistInfo()):
+    """The training and evaluation loss: L2 InfoNCE at temperature --tau (1.0 as published)."""
+    return MultiViewLpLoss(info, base=LpSimCLRLoss(tau=getattr(args, "tau", 1.0)))
+
+
+def train_step(space, net, loss_fn, optimizer, params, args, generator, info=DistInfo()):
+    """One optimisation step on a fresh global batch of pairs and negatives, sampled together:
+    forward (the encoders under --precision's autocast), loss, backward, clipping, Adam.
 
     Every rank draws the same global batch and keeps its slice, so a seed gives
     the same samples whatever the number of processes."""
-    blocks = local_rows(space.sample(2 * batch_size, generator), batch_size, info)
-    loss = contrastive_loss(loss_fn, net, blocks, batch_size // info.world_size, autocast)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()  # DDP averages the gradients over ranks here
-    torch.nn.utils.clip_grad_norm_(params, max_norm=2.0)
-    optimizer.step()
+    blocks = local_rows(space.sample(2 * args.batch_size, generator), args.batch_size, info)
+    loss = contrastive_loss(loss_fn, net, blocks, args.batch_size // info.world_size,
+                            lambda: recipe.autocast(args, space.device))
+    recipe.descend(loss, optimizer, params, args)
     return mean_over_ranks(loss.detach(), info)
 
 
@@ -261,7 +271,7 @@ def train(args, device, info=DistInfo(), given=()):
 def run_training(args, device, info, save_dir, space, net):
     params = list({id(p): p for g in net.encoders().values() for p in g.parameters()}.values())
     optimizer = recipe.build_optimizer(params, args)
-    loss_fn = MultiViewLpLoss(info)
+    loss_fn = simulation_loss(args, info)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
     first = 1
@@ -278,18 +288,16 @@ def run_training(args, device, info, save_dir, space, net):
                initial=first - 1, total=args.train_steps, disable=not info.is_main)
     for step in bar:
         recipe.set_lr(optimizer, step, args)
-        loss = train_step(space, ddp_net, loss_fn, optimizer, params, args.batch_size, gen, info,
-                          lambda: recipe.autocast(args, device))
+        loss = train_step(space, ddp_net, loss_fn, optimizer, params, args, gen, info)
         logging = should_log(step, args.log_steps, args.train_steps)
-        if logging or step % 20 == 0:  # reading the loss synchronises CUDA: not every step
+        if logging or step % run.READ_LOSS_EVERY == 0:
             value = loss.item()
-            if not np.isfinite(value) or (logging and not all_finite(net.encoders().values())):
-                raise run.diverged(step, save_dir, args)
+            run.check_finite_training(step, save_dir, args, value, net.encoders().values() if logging else ())
             bar.set_postfix(loss=f"{value:.4f}")
         if logging and info.is_main:
             # Probe first: a step whose encodings are no longer finite is not saved.
             # rank 0 alone: a loss that gathers nothing
-            val_loss, r2 = quick_probe(space, net, MultiViewLpLoss(), probe_gen, args, save_dir, step)
+            val_loss, r2 = quick_probe(space, net, simulation_loss(args), probe_gen, args, save_dir, step)
             curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value, fresh_batch_loss=val_loss,
                         **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
             save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
@@ -373,7 +381,7 @@ def evaluate(args, device):
     set_seed(args.seed)
     space, net = load_trained(args, save_dir, saved, device)
 
-    loss_fn = MultiViewLpLoss()
+    loss_fn = simulation_loss(args)  # --tau: give it, or restore it with --load-args
     gen = torch.Generator(device=device).manual_seed(args.seed)
     val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
     test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)

@@ -15,6 +15,7 @@ hands the rest to this module:
     diverged            the one error of a training whose loss or weights stopped being finite
     entry_point         main(): parse, check, set up processes, dispatch
 """
+import math
 import os
 import re
 import sys
@@ -29,7 +30,7 @@ from cli import UserError, check_finite, flag_of
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
 from facts import CHECKPOINT
 from files import FolderLock, atomic_write_csv, atomic_write_json, check_writable, read_json
-from utils import atomic_torch_save, state_dict_mismatch
+from utils import all_finite, atomic_torch_save, state_dict_mismatch
 
 # --resume takes these from the command line (where the folder is now, the device) ...
 RESUME_OWN = ("resume", "model_dir", "model_id", "no_cuda")
@@ -203,6 +204,18 @@ def evaluation_lock(args):
     a second evaluation writing results.csv at the same time, is refused."""
     with FolderLock(model_folder(args)):
         yield
+
+
+# Reading the loss synchronises CUDA: the training loops read it every this many steps
+# (and at each log step), to show it and to stop a diverged run.
+READ_LOSS_EVERY = 20
+
+
+def check_finite_training(step, save_dir, args, loss=None, modules=()):
+    """Stop a training whose loss, or a module's weights, are no longer finite (the one check
+    of both entry points); the checkpoints already written stay as they are."""
+    if (loss is not None and not math.isfinite(loss)) or not all_finite(modules):
+        raise diverged(step, save_dir, args)
 
 
 def diverged(step, save_dir, args):

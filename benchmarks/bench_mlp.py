@@ -28,7 +28,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_mlp  # noqa: E402
-import recipe  # noqa: E402
 from invertible_network_utils import construct_invertible_mlp  # noqa: E402
 from losses import MultiViewLpLoss  # noqa: E402
 from utils import get_device  # noqa: E402
@@ -154,11 +153,11 @@ def main():
         space, net, params, opt = setup(device)
         gen = torch.Generator(device=device).manual_seed(0)
         loss_fn = MultiViewLpLoss()
-        ours = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, batch, gen),
+        fp32 = argparse.Namespace(batch_size=batch, grad_clip=2.0, precision="fp32")
+        bf16 = argparse.Namespace(batch_size=batch, grad_clip=2.0, precision="bf16")
+        ours = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, fp32, gen),
                        args.steps, device)
-        bf16 = argparse.Namespace(precision="bf16")
-        half = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, batch, gen,
-                                                   autocast=lambda: recipe.autocast(bf16, device)),
+        half = time_fn(lambda: main_mlp.train_step(space, net, loss_fn, opt, params, bf16, gen),
                        args.steps, device)
         _, net, params, opt = setup(device)
         ref = time_fn(lambda: reference_step(net, params, opt, batch, device), args.steps, device)

@@ -308,7 +308,7 @@ def test_runaway_caption_is_cut(tmp_path, capsys):
     folder = train_imgtxt(data, tmp_path, steps=1)
     out = capsys.readouterr().out
     assert "1 training captions are longer than --max-sequence-length 128 and were cut" in out
-    assert json.loads((folder / "args.json").read_text())["sequence_length"] == 128
+    assert json.loads((folder / "metadata.json").read_text())["sequence_length"] == 128
 
 
 def test_half_written_data_folder_is_refused(data, tmp_path, capsys):

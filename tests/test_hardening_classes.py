@@ -33,11 +33,14 @@ def evaluate_args(tmp_path, model_id="m", load=True):
             "--seed", "9", "--num-eval-batches", "1", "--no-cuda"]
 
 
-def edit_args(folder, **changes):
-    path = folder / "args.json"
+def edit_json(path, **changes):
     saved = json.loads(path.read_text())
     saved.update(changes)
     path.write_text(json.dumps(saved))
+
+
+def edit_args(folder, **changes):
+    edit_json(folder / "args.json", **changes)
 
 
 # ------------------------------------- values restored from args.json ---
@@ -86,13 +89,20 @@ def test_a_training_seed_out_of_range_in_args_json(tmp_path, capsys):
 ])
 def test_imgtxt_restored_values_are_checked(data, tmp_path, capsys, key, value, needle):
     folder = train_imgtxt(data, tmp_path)
-    edit_args(folder, **{key: value})
+    derived = key in main_imgtxt.METADATA_KEYS
+    edit_args(folder, **{key: value}) if not derived else edit_json(folder / "metadata.json", **{key: value})
     before = digest(folder)
     line = fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
                                             "--evaluate", "--load-args", "--seed", "9", "--workers", "0",
                                             "--no-cuda"], needle)
-    assert "args.json" in line
+    assert ("metadata.json" if derived else "args.json") in line
     assert digest(folder) == before
+    if derived:  # a folder of an older version: the same values in args.json are checked too
+        os.remove(folder / "metadata.json")
+        edit_args(folder, **{key: value})
+        assert "args.json" in fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path,
+                                                               "--model-id", "r", "--evaluate", "--load-args",
+                                                               "--workers", "0", "--no-cuda"], needle)
 
 
 # ------------------------------ settings that do not match the saved model ---

@@ -158,13 +158,15 @@ def test_training_output(trained, data, capsys):
         {f"encoder_{m}_{s}.pt" for m in ("img", "txt") for s in (1, 3)}
     args = json.load(open(os.path.join(folder, "args.json")))
     assert args["seed"] == 5 and args["model_id"] == "conv" and args["text_encoder"] == "conv"
-    assert args["sequence_length"] >= 10 and args["vocab_size"] > 3
+    metadata = json.load(open(os.path.join(folder, "metadata.json")))  # derived from the data, not flags
+    assert metadata["sequence_length"] >= 10 and metadata["vocab_size"] > 3 and metadata["image_size"] == [32, 32]
+    assert not set(metadata) & set(args)
     state = torch.load(os.path.join(folder, "encoder_txt.pt"), weights_only=True)
     assert not any(k.startswith("module.") for k in state)
     assert torch.equal(torch.load(os.path.join(folder, "encoder_img_3.pt"), weights_only=True)["2.weight"],
                        torch.load(os.path.join(folder, "encoder_img.pt"), weights_only=True)["2.weight"])
     assert not os.path.exists(os.path.join(data, "vocab.json"))  # data folder stays untouched
-    assert len(Vocabulary.load(os.path.join(folder, "vocab.json"))) == args["vocab_size"]
+    assert len(Vocabulary.load(os.path.join(folder, "vocab.json"))) == metadata["vocab_size"]
 
 
 def test_log_every_step(data, tmp_path, capsys):
@@ -240,17 +242,38 @@ def test_every_sample_once_in_eval_mode(data):
     txt.train()
     args = main_imgtxt.build_parser().parse_args(["--datapath", data, "--batch-size", "4", "--workers", "0"])
     encoders = main_imgtxt.ModalityEncoders({"image": img, "text": txt})
-    hz, loss = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
+    hz, seen, loss = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
     assert img.sizes == [4, 4, 2] and txt.sizes == [4, 4, 2]  # each encoder once per batch
     assert hz["image"].shape == (10, 3) and hz["text"].shape == (10, 3)
     assert not img.training and not txt.training
     # eval-mode BatchNorm: an encoding does not depend on the other samples of its batch
     args.batch_size = 10
-    hz10, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
+    hz10, _, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
     args.batch_size = 3
-    hz3, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
+    hz3, _, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
     for m in ("image", "text"):
         assert np.allclose(hz[m], hz10[m], atol=1e-5) and np.allclose(hz[m], hz3[m], atol=1e-5)
+    assert list(seen) == list(range(10))
+
+
+def test_published_protocol_encodes_in_train_mode_with_repeats(data):
+    """--eval-protocol published: shuffled drop-last batches in BatchNorm's training mode,
+    ceil(n / batch) of them: 10 samples at batch 4 give 12 rows, some samples twice."""
+    train = Multimodal3DIdent(data, "train")
+    val = Multimodal3DIdent(data, "val", vocab=train.vocab, sequence_length=train.sequence_length)
+    torch.manual_seed(0)
+    img, txt = image_encoder(8, 3), text_encoder("conv", train.vocab_size, 3, train.sequence_length)
+    encoders = main_imgtxt.ModalityEncoders({"image": img, "text": txt})
+    args = main_imgtxt.build_parser().parse_args(["--datapath", data, "--batch-size", "4", "--workers", "0",
+                                                  "--seed", "7"])
+    hz, seen, loss = main_imgtxt.encode(val, encoders, args, torch.device("cpu"), protocol="published")
+    assert img.training and len(seen) == 12 and hz["image"].shape == (12, 3)
+    assert len(set(seen)) < 12 and set(seen) <= set(range(10)) and seen.tolist() != sorted(seen.tolist())
+    again, seen_again, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"), protocol="published")
+    assert np.array_equal(seen, seen_again) and np.allclose(hz["image"], again["image"])  # seeded
+    # batch statistics: the same sample encodes differently beside other samples
+    exact, _, _ = main_imgtxt.encode(val, encoders, args, torch.device("cpu"))
+    assert not np.allclose(exact["image"][seen[:4]], hz["image"][:4], atol=1e-3)
 
 
 def test_eval_seed_differs_from_training_seed():
@@ -318,3 +341,15 @@ def test_cli_data_error_is_one_line(data, tmp_path, capsys):
     lines = [line for line in err.splitlines() if "error:" in line]
     assert len(lines) == 1 and lines[0].split("error: ", 1)[1].startswith(f"cannot read image {bad}: ")
     assert "Traceback" not in err
+
+
+def test_evaluate_with_the_published_protocol(data, tmp_path):
+    main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "p", "--seed", "5",
+                      "--train-steps", "2", "--batch-size", "8", "--hidden-size", "16", "--workers", "0",
+                      "--no-cuda"])
+    results = main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "p",
+                                "--evaluate", "--load-args", "--seed", "6", "--workers", "0", "--no-cuda",
+                                "--batch-size", "4", "--eval-protocol", "published"])
+    assert list(results.columns) == main_imgtxt.RESULT_COLUMNS and len(results) == 15
+    record = json.load(open(tmp_path / "p" / "evaluation.json"))
+    assert record["eval_protocol"] == "published" and record["batch_size"] == 4

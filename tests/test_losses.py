@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -128,3 +129,14 @@ def test_non_default_options_use_the_formula():
     neg1 = np.abs(a[:, None] - n[None]).sum(-1)
     lme1 = np.log(np.exp(np.c_[-neg1, -pos1]).mean(1))
     np.testing.assert_allclose(per.numpy(), pos1 + lme1, rtol=1e-12)
+
+
+def test_three_argument_call_equals_the_published_six():
+    """loss(anchors, positives, negatives) is the published call without its unused latents."""
+    torch.manual_seed(0)
+    a, b, n = torch.randn(8, 3), torch.randn(8, 3), torch.randn(16, 3)
+    for loss in (LpSimCLRLoss(), LpSimCLRLoss(tau=0.3, alpha=0.7), LpSimCLRLoss(p=1)):
+        short, published = loss(a, b, n), loss(None, None, None, a, b, n)
+        assert torch.equal(short[0], published[0]) and torch.equal(short[1], published[1])
+    with pytest.raises(TypeError, match="got 2"):
+        LpSimCLRLoss()(a, b)

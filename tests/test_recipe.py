@@ -10,8 +10,8 @@ import recipe
 
 
 def args(**kw):
-    base = dict(lr=1e-3, lr_schedule="constant", warmup_steps=0, adam_beta2=0.999, weight_decay=0.0, train_steps=101,
-                precision="fp32")
+    base = dict(lr=1e-3, lr_schedule="constant", warmup_steps=0, adam_beta1=0.9, adam_beta2=0.999, adam_eps=1e-8,
+                weight_decay=0.0, grad_clip=2.0, train_steps=101, precision="fp32")
     return Namespace(**{**base, **kw})
 
 
@@ -31,11 +31,15 @@ def test_set_lr_and_optimizer_defaults_are_the_published_recipe():
     p = [torch.nn.Parameter(torch.zeros(2))]
     opt = recipe.build_optimizer(p, args())
     assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["lr"] == 1e-3
+    assert opt.defaults["eps"] == 1e-8  # torch's, as published
     assert [recipe.set_lr(opt, s, args()) for s in (1, 50, 101)] == [1e-3] * 3
     cosine = args(lr_schedule="cosine", warmup_steps=10)
     recipe.set_lr(opt, 5, cosine)
     assert opt.param_groups[0]["lr"] == pytest.approx(5e-4)
     assert recipe.build_optimizer(p, args(adam_beta2=0.99)).defaults["betas"] == (0.9, 0.99)
+    assert recipe.build_optimizer(p, args(adam_beta1=0.8)).defaults["betas"] == (0.8, 0.999)
+    assert recipe.build_optimizer(p, args(adam_eps=1e-6)).defaults["eps"] == 1e-6
+    assert recipe.build_optimizer(p, args(adam_eps=1e-6, weight_decay=0.1)).defaults["eps"] == 1e-6
     assert type(opt) is torch.optim.Adam  # --weight-decay 0: plain Adam, as published
 
 
@@ -55,7 +59,8 @@ def test_default_training_is_unchanged_by_the_recipe_options(tmp_path):
             "--batch-size", "32", "--train-steps", "4", "--log-steps", "4", "--no-cuda", "--seed", "3"]
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "a", *tiny])
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "b", *tiny, "--lr-schedule", "constant",
-                   "--warmup-steps", "0", "--adam-beta2", "0.999", "--weight-decay", "0",
+                   "--warmup-steps", "0", "--adam-beta1", "0.9", "--adam-beta2", "0.999",
+                   "--adam-eps", "1e-8", "--weight-decay", "0", "--grad-clip", "2", "--tau", "1",
                    "--precision", "fp32"])
     a, b = torch.load(tmp_path / "a" / "g1.pt"), torch.load(tmp_path / "b" / "g1.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -66,19 +71,28 @@ def test_autocast_is_engaged_only_under_bf16(precision, dtype):
     space = main_mlp.spaces.LatentSpace(2, 2, 2)
     net = main_mlp.ViewEncoder([torch.nn.Linear(6, 6, bias=False), torch.nn.Linear(6, 6, bias=False)],
                                [main_mlp.simulation_encoder(6, 2), main_mlp.simulation_encoder(6, 2)])
-    seen = []
+    seen, observed = [], []
     net.nets["g1"][0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    net.nets["f1"].register_forward_hook(lambda m, i, out: observed.append(out.dtype))
     loss_fn = main_mlp.MultiViewLpLoss()
     blocks = space.sample(16, torch.Generator().manual_seed(0))
     loss = main_mlp.contrastive_loss(loss_fn, net, blocks, 8,
                                      autocast=lambda: recipe.autocast(args(precision=precision), "cpu"))
     assert seen == [dtype] and loss.dtype == torch.float32  # the loss stays float32
+    assert observed == [torch.float32]  # the mixing functions run outside autocast: float32 observations
 
 
 @pytest.mark.parametrize("flags, needle", [
     (["--warmup-steps", "-1"], "--warmup-steps"),
     (["--lr-schedule", "cosine", "--warmup-steps", "5", "--train-steps", "5"], "needs at least 2 steps after"),
     (["--adam-beta2", "1.0"], "--adam-beta2"),
+    (["--adam-beta1", "-0.1"], "--adam-beta1"),
+    (["--adam-beta1", "nan"], "--adam-beta1"),
+    (["--adam-eps", "0"], "--adam-eps"),
+    (["--grad-clip", "0"], "--grad-clip"),
+    (["--grad-clip", "nan"], "--grad-clip"),
+    (["--tau", "0"], "--tau"),
+    (["--tau", "inf"], "--tau"),
     (["--weight-decay", "-0.1"], "--weight-decay"),
     (["--weight-decay", "nan"], "--weight-decay"),
 ])
@@ -118,3 +132,53 @@ def test_encoder_init_is_saved_and_used(tmp_path):
     k, t = torch.load(tmp_path / "k" / "g1.pt"), torch.load(tmp_path / "t" / "g1.pt")
     # two Adam steps move a zero bias by at most 2 * lr: the kaiming run started from zero biases
     assert k["0.bias"].abs().max() <= 2.1e-4 < t["0.bias"].abs().max()
+
+
+def tiny_run(tmp_path, model_id, *flags, steps="3"):
+    tiny = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+            "--batch-size", "32", "--train-steps", steps, "--log-steps", steps, "--no-cuda", "--seed", "3"]
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", model_id, *tiny, *flags])
+    import json
+    return json.loads((tmp_path / model_id / "args.json").read_text()), torch.load(tmp_path / model_id / "g1.pt")
+
+
+def test_new_flags_are_saved_and_change_the_training(tmp_path):
+    _, base = tiny_run(tmp_path, "base")
+    for flags in (["--tau", "0.3"], ["--grad-clip", "0.01"], ["--adam-beta1", "0.5"], ["--adam-eps", "1e-2"]):
+        saved, g1 = tiny_run(tmp_path, flags[0][2:], *flags)
+        assert saved[flags[0][2:].replace("-", "_")] == float(flags[1])
+        assert not all(torch.equal(base[k], g1[k]) for k in base), flags
+
+
+def test_grad_clip_reaches_the_step():
+    """A 1e-3 threshold scales the gradient down to that norm; inf leaves it as it is."""
+    space = main_mlp.spaces.LatentSpace(2, 2, 2)
+    torch.manual_seed(0)
+    net = main_mlp.ViewEncoder([torch.nn.Identity(), torch.nn.Identity()],
+                               [main_mlp.simulation_encoder(6, 2), main_mlp.simulation_encoder(6, 2)])
+    params = list(net.parameters())
+    opt = torch.optim.SGD(params, lr=0.0)  # no update: the gradients stay to be read
+    norms = []
+    for clip in (1e-3, float("inf")):
+        main_mlp.train_step(space, net, main_mlp.MultiViewLpLoss(), opt, params,
+                            args(batch_size=8, grad_clip=clip), torch.Generator().manual_seed(0))
+        norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+    assert norms[0] == pytest.approx(1e-3, rel=1e-3) and norms[1] > 1e-2
+
+
+def test_tau_reaches_the_loss_and_the_evaluation(tmp_path):
+    loss = main_mlp.simulation_loss(Namespace(tau=0.25))
+    assert loss.base.tau == 0.25 and main_mlp.simulation_loss(Namespace()).base.tau == 1.0
+    assert "tau" in main_mlp.LOADED_ARGS  # --evaluate --load-args scores the loss it was trained with
+
+
+def test_resume_keeps_the_new_flags(tmp_path):
+    tiny_run(tmp_path, "r", "--tau", "0.5", "--grad-clip", "1", "--adam-beta1", "0.8", steps="2")
+    from cli import run_cli
+    with pytest.raises(SystemExit):  # a changed setting is refused, not ignored
+        run_cli(main_mlp.main, ["--model-dir", str(tmp_path), "--model-id", "r", "--resume",
+                                "--train-steps", "4", "--tau", "1.0"])
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "r", "--resume", "--train-steps", "4"])
+    import json
+    saved = json.loads((tmp_path / "r" / "args.json").read_text())
+    assert (saved["tau"], saved["grad_clip"], saved["adam_beta1"], saved["train_steps"]) == (0.5, 1.0, 0.8, 4)
