@@ -337,14 +337,15 @@ def run_command(cmd, log_path, env=None):
         with _LIVE_LOCK:  # under the lock, so that stop_children() sees every child
             if _STOP.is_set():
                 return -signal.SIGTERM
+            # A session of its own: a Ctrl-C at the terminal reaches the runner alone, which
+            # stops each child with one SIGTERM (a second signal mid-exit can abort torch).
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=_die_with_parent)
+                                    preexec_fn=_die_with_parent, start_new_session=True)
             _LIVE.add(proc)
         try:
             return proc.wait()
         except BaseException:  # interrupted while waiting (Ctrl-C, SIGTERM): no orphans
-            proc.terminate()
-            proc.wait()
+            stop(proc)
             raise
         finally:
             with _LIVE_LOCK:
@@ -466,6 +467,18 @@ def child_env(n_jobs):
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_jobs)))
     env.setdefault("TQDM_MININTERVAL", "10")
     return env
+
+
+def stop(proc, grace=60):
+    """SIGTERM (an entry point then ends with one line, its files complete), SIGKILL if it
+    is still alive after `grace` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stop_children():

@@ -313,3 +313,34 @@ def test_divergence_names_the_cause_and_what_is_kept(tmp_path, capsys):
         "train": 16, "val": 10, "test": 10}), "--model-dir", tmp_path, "--model-id", "r", "--seed", "5",
         "--train-steps", "3", *IMGTXT, "--lr", "1e30"], "diverged")
     assert "a higher --tau" in line
+
+
+def test_ctrl_c_of_the_runner_ends_its_child_with_one_line(tmp_path):
+    """The child runs in a session of its own: the runner alone gets the terminal's Ctrl-C and
+    stops it with one SIGTERM, which the entry point reports as an interruption, no abort."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "runs"
+    runner = subprocess.Popen([sys.executable, "experiments.py", "table1", "--rows", "p1.0_multi", "--seeds", "1",
+                               "--out", str(out)], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    folder = out / "table1" / "p1.0_multi_s0"
+    try:
+        for _ in range(600):  # the child has started training once its args.json is written
+            if (folder / "args.json").exists():
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        runner.send_signal(signal.SIGINT)
+        runner.communicate(timeout=120)
+    finally:
+        runner.kill()
+    assert runner.returncode == 130
+    log = (folder / "train.log").read_text()
+    lines = [line for line in log.replace("\r", "\n").splitlines() if line.strip()]
+    assert "interrupted" in lines[-1], lines[-3:]
+    assert "Traceback" not in log and "terminate called" not in log and "Abort" not in log
+    assert not (folder / ".lock").exists()
