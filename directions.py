@@ -79,8 +79,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument("--no-cuda", action="store_true")
     args = p.parse_args(argv)
-    if args.batches < 1:
-        raise UserError(f"--batches must be at least 1, got {args.batches}")
+    if not 1 <= args.batches <= main_mlp.MAX_EVAL_BATCHES:
+        raise UserError(f"--batches must be in 1..{main_mlp.MAX_EVAL_BATCHES}, got {args.batches} "
+                        "(each of 4,096 pairs, held in memory)")
     run.check_seed("--seed", args.seed)
     device = get_device(args.no_cuda)
     for folder in args.folders:

@@ -35,6 +35,9 @@ from utils import atomic_torch_save, load_into, set_seed, should_log
 
 EVAL_BATCH = 4096
 MAX_VIEWS = 16
+MAX_EVAL_BATCHES = 1000
+MAX_MIXING_LAYERS = 100
+MAX_BATCH = 2**18  # 275 GB per batch x batch matrix of the loss: no device holds it
 ENCODER_FILES = r"g\d+\.pt"  # g1.pt, g2.pt, ...: the trained encoders, saved after checkpoint.pt
 
 
@@ -100,6 +103,12 @@ def check_args(args):
     for flag, (value, low) in at_least.items():
         if value < low:
             raise UserError(f"{flag} must be at least {low}, got {value}")
+    for flag, value, most, why in (
+            ("--num-eval-batches", args.num_eval_batches, MAX_EVAL_BATCHES, "each of 4,096 pairs, held in memory"),
+            ("--n-mixing-layer", args.n_mixing_layer, MAX_MIXING_LAYERS, "the published mixing has 3"),
+            ("--batch-size", args.batch_size, MAX_BATCH, "the loss forms batch x batch matrices")):
+        if value > most:
+            raise UserError(f"{flag} must be at most {most}, got {value} ({why})")
     if args.n_views > MAX_VIEWS:
         raise UserError(f"--n-views must be at most {MAX_VIEWS}, got {args.n_views} (the loss sums "
                         "K (K - 1) / 2 pairwise terms and each view writes its own networks)")

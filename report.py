@@ -71,13 +71,16 @@ def run_problem(kind, args, results, keyed=True):
     missing = [c for c in (*wanted["text"], *wanted["numeric"]) if c not in results]
     if missing:
         return f"results.csv has no column {missing[0]} (not a {'simulation' if kind == 'sim' else 'image/text'} run?)"
+    if results.empty:
+        return "results.csv has no rows"
     for column in wanted["numeric"]:
         if not (pd.api.types.is_numeric_dtype(results[column]) or results[column].isna().all()):
             return f"results.csv column {column} holds text, not numbers"
     optional = {k: t for k, t in wanted["optional"].items() if args.get(k) is not None}
     for key, types in {**(wanted["settings"] if keyed else {}), **optional}.items():
         value = args.get(key)
-        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)) \
+                or (isinstance(value, float) and not math.isfinite(value)):
             return f"args.json has no valid {key} ({value!r})"
     return None
 

@@ -26,7 +26,7 @@ import torch
 
 import metrics
 import recipe
-from cli import UserError, check_finite, flag_of
+from cli import UserError, check_finite, first_line, flag_of
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
 from facts import CHECKPOINT
 from files import FolderLock, atomic_write_csv, atomic_write_json, check_writable, read_json
@@ -83,8 +83,10 @@ def check_restored(check, args, path, keys):
     try:
         check(args)
     except UserError as err:
-        culprits = [key for key in keys if flag_of(key) in str(err)]
-        key = f" (key {culprits[0]})" if culprits else ""
+        # the key whose flag the message names first ("--lr" is not "--lr-schedule")
+        found = [(m.start(), key) for key in keys
+                 for m in [re.search(re.escape(flag_of(key)) + r"(?![\w-])", str(err))] if m]
+        key = f" (key {min(found)[1]})" if found else ""
         raise UserError(f"{path}{key}: {err}") from None
 
 
@@ -363,9 +365,16 @@ def resume_settings(args, saved, given, own, honoured, path):
                         f"{saved.get('train_steps')} steps")
 
 
+def out_of_memory(err):
+    """A failed allocation: Python's MemoryError, or torch's on the CPU or a GPU."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
 def entry_point(build_parser, check_args, train, evaluate):
     """main(argv) of an entry point: parse and check the flags, join torchrun's processes if
-    any, then train (every rank) or evaluate (rank 0: cheap next to training)."""
+    any, then train (every rank) or evaluate (rank 0: cheap next to training). A failed
+    allocation anywhere becomes one line that says so."""
     def main(argv=None):
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -381,6 +390,11 @@ def entry_point(build_parser, check_args, train, evaluate):
                 with evaluation_lock(args):
                     return evaluate(args, device)
             return train(args, device, info, given_flags(parser, argv))
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            raise UserError(f"out of memory: {first_line(err)[:160]} (try a smaller --batch-size or "
+                            "smaller sizes)") from None
         finally:
             cleanup(info)
     return main

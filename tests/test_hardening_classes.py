@@ -63,12 +63,17 @@ def test_restored_values_are_checked_like_flags(tmp_path, capsys, key, value, ne
     assert digest(folder) == before
 
 
-def test_resume_checks_the_restored_values(tmp_path, capsys):
+@pytest.mark.parametrize("key, value, needle", [
+    ("batch_size", 0, "(key batch_size): --batch-size must be at least 1"),
+    ("warmup_steps", 10**9, "(key warmup_steps): --warmup-steps 1000000000 exceeds"),  # not "--lr"
+    ("adam_beta1", 1.5, "(key adam_beta1): --adam-beta1 must be in [0, 1)"),
+])
+def test_resume_checks_the_restored_values(tmp_path, capsys, key, value, needle):
     folder = train_mlp(tmp_path)
-    edit_args(folder, batch_size=0)
+    edit_args(folder, **{key: value})
     before = digest(folder)
     fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume", "--train-steps", "5"],
-          "args.json (key batch_size): --batch-size must be at least 1")
+          needle)
     assert digest(folder) == before
 
 
@@ -149,10 +154,15 @@ def test_runner_seed_ranges_are_bounded(tmp_path, capsys):
 def test_sizes_that_cannot_work_are_refused_at_once(tmp_path, capsys):
     fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", *T, "--n-views", "1000",
                                   "--shared-mixing", "--shared-encoder"], "--n-views must be at most 16")
+    for flag, value in (("--num-eval-batches", 10**9), ("--batch-size", 10**10), ("--n-mixing-layer", 10**7)):
+        fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", *T, flag, value],
+              f"{flag} must be at most")
     assert os.listdir(tmp_path) == []
     out = tmp_path / "data"
     fails(capsys, generate_m3di.main, [out, "--n-train", "100000000000000"], "--n-train")
     assert os.listdir(tmp_path) == []
+    folder = train_mlp(tmp_path)
+    fails(capsys, directions.main, [folder, "--batches", 10**12, "--no-cuda"], "--batches must be in 1..1000")
 
 
 def test_generator_refuses_the_current_folder_before_rendering(tmp_path, capsys, monkeypatch):
@@ -281,6 +291,8 @@ def test_report_leaves_out_malformed_runs_with_their_reason(tmp_path, data):
     write_run(table1 / "list_s0", [1, 2], sim_results())
     write_run(table1 / "string_p_s0", {**SIM_ARGS, "style_change_prob": "1.0"}, sim_results())
     write_run(table1 / "views_s0", {**SIM_ARGS, "n_views": "three"}, sim_results())
+    write_run(table1 / "nan_s0", {**SIM_ARGS, "style_change_prob": float("nan")}, sim_results())
+    write_run(table1 / "header_s0", SIM_ARGS, sim_results().iloc[:0])
     imgtxt = pd.DataFrame({"ix": [0], "modality": ["image"], "factor_name": ["object_shape"],
                            "factor_type": ["discrete"], "r2_linreg": [None], "r2_krreg": [None],
                            "acc_logreg": [0.9], "acc_mlp": [0.9]})
@@ -292,6 +304,8 @@ def test_report_leaves_out_malformed_runs_with_their_reason(tmp_path, data):
                  "list_s0: left out, args.json holds a list",
                  "string_p_s0: left out, args.json has no valid style_change_prob ('1.0')",
                  "views_s0: left out, args.json has no valid n_views ('three')",
+                 "nan_s0: left out, args.json has no valid style_change_prob (nan)",
+                 "header_s0: left out, results.csv has no rows",
                  "imgtxt_s0: left out, results.csv has no column encoding"):
         assert line in text, text
 
@@ -344,3 +358,12 @@ def test_ctrl_c_of_the_runner_ends_its_child_with_one_line(tmp_path):
     assert "interrupted" in lines[-1], lines[-3:]
     assert "Traceback" not in log and "terminate called" not in log and "Abort" not in log
     assert not (folder / ".lock").exists()
+
+
+def test_a_failed_allocation_is_one_line(tmp_path, capsys, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 160000000000 bytes")
+    monkeypatch.setattr(main_mlp, "train_step", no_memory)
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
+          "out of memory: [enforce fail")
