@@ -19,10 +19,10 @@ def condition_threshold(rng, n, cond_thresh_ratio=0.001, n_iter_cond_thresh=2500
 
 
 def well_conditioned_matrix(rng, n, threshold, batch=4096):
-    """Redraw random matrices until one has condition number below `threshold`."""
+    """Redraw random matrices until one has condition number at most `threshold`."""
     while True:
         w = _random_matrices(rng, batch, n)
-        ok = np.flatnonzero(np.linalg.cond(w) < threshold)
+        ok = np.flatnonzero(np.linalg.cond(w) <= threshold)  # as published; 1 x 1 has cond 1 = threshold
         if ok.size:
             return w[ok[0]]
 

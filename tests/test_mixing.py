@@ -54,3 +54,9 @@ def test_encoder_state_dict_layout():
     assert shapes == expected
     assert all(isinstance(g[2 * i + 1], torch.nn.LeakyReLU) and g[2 * i + 1].negative_slope == 0.01
                for i in range(6))
+
+
+def test_a_one_dimensional_mixing_is_built():
+    """Every 1 x 1 matrix has condition number 1, the threshold itself: accepted, as published."""
+    mlp = construct_invertible_mlp(1, 3, rng=np.random.default_rng(0))
+    assert all(abs(layer.weight.item()) == 1.0 for layer in mlp[::2])
