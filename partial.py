@@ -39,6 +39,7 @@ from torch import nn
 
 import probes
 from cli import UserError
+from facts import PARTIAL_FILE
 from distributed import DistInfo, gather_with_grad
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
@@ -48,7 +49,7 @@ FLAG = "--view-latents"
 MODES = ("truth", "split")
 MAX_LATENTS = 64   # the networks grow with the view sizes (hidden widths 50 |S_k|)
 MAX_VIEWS = 8      # the loss has a term per set of views: up to 2^K - K - 1 of them
-FILE = "partial.csv"
+FILE = PARTIAL_FILE
 COLUMNS = ("views", "view", "coordinates", "target", "latents", "r2_linear", "r2_nonlinear",
            "mcc", "mcc_spearman")
 # Flags of the shared-content model that have no meaning when the spec gives the latents.
