@@ -581,9 +581,10 @@ def write_report(folder, experiment):
         plot_fig3(values, png)
         legend = ("Cells: ours, mean ± std over seeds; [paper value or range, read off the paper's "
                   "plot]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
+    shown = SHOWN_SETTINGS.get(record.layout, SHOWN_SETTINGS[kind])
     lines = [f"# {TITLES[experiment]}", "",
              f"{len(runs)} runs with results in `{folder}`. Settings: "
-             f"{settings_line(runs, SHOWN_SETTINGS.get(record.layout, SHOWN_SETTINGS[kind]))}.", "", legend, "", table, "",
+             f"{settings_line(runs, shown)}.", "", legend, "", table, "",
              f"![{experiment}]({os.path.basename(png)})", ""]
     judged = kind == "sim" and record.layout != "partial"  # partial: no single content c
     stalled = not_converged(runs, experiment, folder) if judged else []  # judged on hz1's content
