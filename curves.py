@@ -20,7 +20,8 @@ from files import atomic_write, read_json  # noqa: E402
 
 # (column, axis label) of the top and bottom rows, per kind of experiment.
 ROWS = {"sim": (("r2_c", "linear R² of c (hz1)"), ("train_loss", "training loss")),
-        "imgtxt": (("mean_loss", "mean training loss"), ("train_loss", "training loss"))}
+        "imgtxt": (("mean_loss", "mean training loss"), ("train_loss", "training loss")),
+        "partial": (("r2_content", "linear R² of the sets' content (mean)"), ("train_loss", "training loss"))}
 
 
 def setting_of(name):

@@ -237,7 +237,7 @@ def settings_conflicts(folder, train_flags):
     defaults = {flag_of(key): value for key, value in RECIPE_DEFAULTS.items() if flag_of(key) not in train_flags}
     for flag, wanted in {**train_flags, **defaults}.items():
         key = flag.lstrip("-").replace("-", "_")
-        if flag in NOT_COMPARED or key not in saved:
+        if flag in NOT_COMPARED or key not in saved or wanted is None:  # None: left out (grids.NO_BLOCKS)
             continue
         if not same_value(saved[key], wanted):
             conflicts.append(f"{flag} {saved[key]} (here {wanted})")

@@ -22,6 +22,16 @@ FIG5_K = 5
 # The flag of each discrete block, e.g. "c": "--discrete-content".
 DISCRETE_FLAGS = {block: flag_of(key) for block, key in facts.DISCRETE_FLAGS.items()}
 VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) with K views
+# Yao et al. (ICLR 2024), numerical experiment: 4 views of 6 latents, their default S_k
+# (multiview-crl, main_numerical.py, --S-k). Rows: the two coordinate assignments; "split"
+# gives every set 4 coordinates per view, the largest content (a pair's) here.
+YAO_VIEWS = "0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5"
+# The quick and paper scales set block sizes that the spec replaces: None leaves a flag out.
+NO_BLOCKS = {"--content-n": None, "--style-n": None, "--modality-n": None}
+PARTIAL_ROWS = (("yao_truth", {"--view-latents": YAO_VIEWS, "--content-coords": "truth", **NO_BLOCKS,
+                               "--encoding-size": None}),
+                ("yao_split", {"--view-latents": YAO_VIEWS, "--content-coords": "split", **NO_BLOCKS,
+                               "--encoding-size": 4}))
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,7 @@ class Experiment:
     report_title: str           # the report's heading
     script: str                 # the entry point
     grid: tuple                 # ((row name, {flag: value}), ...); the seeds multiply it
-    layout: str                 # the report's layout: "sim", "discrete", "views" or "imgtxt"
+    layout: str                 # the report's layout: "sim", "discrete", "views", "partial" or "imgtxt"
     columns: tuple = ()         # "sim" and "discrete" tables: ((mode, factor, header), ...)
     paper: dict = field(default_factory=dict)  # the paper's values, keyed as the layout reads them
     trained_in: str = None      # another experiment whose models this one evaluates
@@ -122,4 +132,8 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("views", "Beyond the paper: K = 2, 3, 4 views of shared content (main_mlp.py --n-views K)",
                "K views of shared content: nonlinear R² by number of views",
                "main_mlp.py", tuple((f"p1.0_k{k}_multi", {"--n-views": k}) for k in VIEW_COUNTS), "views"),
+    Experiment("partial", "Beyond the paper: Yao et al. (2024)'s numerical setting, 4 views each seeing "
+               "5 of 6 latents (main_mlp.py --view-latents)",
+               "Partial observability: each set of views' content from each of its views, nonlinear R²",
+               "main_mlp.py", PARTIAL_ROWS, "partial"),
 )}

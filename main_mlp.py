@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import metrics
+import partial
 import probes
 import recipe
 import run
@@ -30,7 +31,7 @@ from encoders import INITS, simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, MultiViewLpLoss
 from facts import DISCRETE_FLAGS, RECIPE_DEFAULTS
-from files import atomic_write_json
+from files import atomic_write_csv, atomic_write_json
 from utils import atomic_torch_save, load_into, set_seed, should_log
 
 EVAL_BATCH = 4096
@@ -50,7 +51,8 @@ def targets(n_views=2):
 LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent_style",
                "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
                "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
-               "discrete_content", "discrete_style", "discrete_modality", "n_views", "tau")
+               "discrete_content", "discrete_style", "discrete_modality", "n_views", "tau",
+               "view_latents", "content_coords")
 
 
 def build_parser():
@@ -85,6 +87,7 @@ def build_parser():
                    help="initialisation of the encoders g1, g2, ...: torch's default Linear init "
                         "(the published scripts') or kaiming (He et al. for leaky ReLU, zero biases), "
                         "which finds the content in far fewer steps")
+    partial.add_arguments(p)  # --view-latents, --content-coords
     p.add_argument("--num-eval-batches", type=int, default=5)
     p.add_argument("--permuted-content", action="store_true")
     p.add_argument("--mlp-eval", action="store_true")
@@ -119,6 +122,7 @@ def check_args(args):
     if not 0.0 < args.tau < float("inf"):
         raise UserError(f"--tau must be a finite number > 0, got {args.tau}")
     check_discrete(args)
+    partial.check_args(args, build_parser())
 
 
 def check_discrete(args):
@@ -188,10 +192,11 @@ class ViewEncoder(nn.Module):
         return {name: self.encode(k, z, autocast) for k, (name, z) in enumerate(zip(names, views), 1)}
 
 
-def contrastive_loss(loss_fn, net, blocks, n, autocast=nullcontext):
-    """The loss (a losses.MultiViewLpLoss) of the first n tuples of `blocks` against the
-    rest as negatives; tuples and negatives go through each network in one pass."""
-    return loss_fn(list(net(*spaces.LatentSpace.views(blocks), autocast=autocast).values()), n)
+def contrastive_loss(loss_fn, net, blocks, n, autocast=nullcontext, views=spaces.LatentSpace.views):
+    """The loss (a losses.MultiViewLpLoss, or partial.SetLoss) of the first n tuples of `blocks`
+    against the rest as negatives; tuples and negatives go through each network in one pass.
+    `views`: the space's cut of blocks into views."""
+    return loss_fn(list(net(*views(blocks), autocast=autocast).values()), n)
 
 
 def local_rows(blocks, batch_size, info):
@@ -203,7 +208,10 @@ def local_rows(blocks, batch_size, info):
 
 
 def simulation_loss(args, info=DistInfo()):
-    """The training and evaluation loss: L2 InfoNCE at temperature --tau (1.0 as published)."""
+    """The training and evaluation loss: L2 InfoNCE at temperature --tau (1.0 as published);
+    with --view-latents summed over the sets of views (partial.SetLoss)."""
+    if getattr(args, "view_latents", None):
+        return partial.SetLoss(partial.layout(args), info, base=LpSimCLRLoss(tau=args.tau))
     return MultiViewLpLoss(info, base=LpSimCLRLoss(tau=getattr(args, "tau", 1.0)))
 
 
@@ -215,13 +223,19 @@ def train_step(space, net, loss_fn, optimizer, params, args, generator, info=Dis
     the same samples whatever the number of processes."""
     blocks = local_rows(space.sample(2 * args.batch_size, generator), args.batch_size, info)
     loss = contrastive_loss(loss_fn, net, blocks, args.batch_size // info.world_size,
-                            lambda: recipe.autocast(args, space.device))
+                            lambda: recipe.autocast(args, space.device), views=space.views)
     recipe.descend(loss, optimizer, params, args)
     return mean_over_ranks(loss.detach(), info)
 
 
 def quick_probe(space, net, loss_fn, generator, args, save_dir="", step=0):
-    """Loss on a fresh batch and linear R^2 of each latent block from h1 (75/25 split)."""
+    """Loss on a fresh batch and linear R^2 of each latent block from h1 (75/25 split);
+    with --view-latents, of each set's content (partial.quick_probe)."""
+    if getattr(args, "view_latents", None):
+        loss, r2 = partial.quick_probe(space, net, loss_fn, generator, partial.layout(args), EVAL_BATCH, args.seed)
+        if r2 is None or not np.isfinite(loss):
+            raise run.diverged(step, save_dir, args)
+        return loss, r2
     with torch.no_grad():
         blocks = space.sample(2 * EVAL_BATCH, generator)
         loss = contrastive_loss(loss_fn, net, blocks, EVAL_BATCH).item()
@@ -240,6 +254,11 @@ def quick_probe(space, net, loss_fn, generator, args, save_dir="", step=0):
 
 
 def build_training(args, device):
+    if args.view_latents:
+        plan = partial.layout(args)
+        space = partial.PartialSpace(plan.views, device)
+        mixings, encoders = partial.build_networks(args, plan, np.random.default_rng(args.seed))
+        return space, ViewEncoder(mixings, encoders).to(device)
     space = build_latent_space(args, args.seed, device)
     rng = np.random.default_rng(args.seed)
     dim = space.view_dim
@@ -388,6 +407,8 @@ def evaluate(args, device):
     save_dir, saved = load_for_evaluation(args)
     print(f"Evaluation seed {args.seed} (training seed {saved['seed']}); device {device}")
     set_seed(args.seed)
+    if args.view_latents:
+        return evaluate_partial(args, device, save_dir, saved)
     space, net = load_trained(args, save_dir, saved, device)
 
     loss_fn = simulation_loss(args)  # --tau: give it, or restore it with --load-args
@@ -405,7 +426,43 @@ def evaluate(args, device):
     print(results.to_string(index=False))
     # Evaluation samples batches of EVAL_BATCH pairs, whatever --batch-size says.
     run.save_results(save_dir, results, args, saved, unused=("batch_size", "encoder_init"),
-                     val_loss=val_loss, test_loss=test_loss, eval_batch=EVAL_BATCH)
+                     val_loss=val_loss, test_loss=test_loss, eval_batch=EVAL_BATCH,
+                     mcc=content_mcc(test, args.n_views))
+    return results
+
+
+def content_mcc(test, n_views):
+    """{"hz1": {"pearson": MCC, "spearman": MCC}, ...}: the content c against each view's whole
+    encoding on the test set (probes.mcc; see docs/partial.md for what it can and cannot show)."""
+    return {f"hz{k}": {method: probes.mcc(test["c"], test[f"hz{k}"], method)
+                       for method in ("pearson", "spearman")} for k in range(1, n_views + 1)}
+
+
+def evaluate_partial(args, device, save_dir, saved):
+    """--view-latents: results.csv (every latent from every view's encoding) and partial.csv
+    (every set's content and the rest from each of its views' coordinates for the set)."""
+    plan = partial.layout(args)
+    space = partial.PartialSpace(plan.views, device)
+    mixings, encoders = partial.network_shells(args, plan)
+    for k, (f, g) in enumerate(zip(mixings, encoders), 1):
+        load_into(f, os.path.join(save_dir, f"f{k}.pt"))
+        load_into(g, os.path.join(save_dir, f"g{k}.pt"))
+    net = ViewEncoder(mixings, encoders).to(device).eval()
+    loss_fn, gen = simulation_loss(args), torch.Generator(device=device).manual_seed(args.seed)
+    val, val_loss = partial.encode(space, net, loss_fn, args.num_eval_batches, EVAL_BATCH, gen)
+    test, test_loss = partial.encode(space, net, loss_fn, args.num_eval_batches, EVAL_BATCH, gen)
+    print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")
+    if not all(np.isfinite(data[f"hz{k}"]).all() for data in (val, test) for k in range(1, space.n_views + 1)):
+        raise UserError(f"the encoders of {save_dir} give non-finite encodings (a diverged training?)")
+    columns = {**RESULT_PROBES, **({"r2_nonlinear": "mlp"} if args.mlp_eval else {})}
+    results = partial.latent_rows(plan, val, test, columns, device)
+    sets = partial.set_rows(plan, val, test, columns["r2_nonlinear"], device)
+    print("Regression results:\n" + results.to_string(index=False))
+    print("Content of each set of views:\n" + sets.to_string(index=False))
+    atomic_write_csv(sets, os.path.join(save_dir, partial.FILE))  # before results.csv, which marks the end
+    run.save_results(save_dir, results, args, saved, unused=("batch_size", "encoder_init"),
+                     val_loss=val_loss, test_loss=test_loss, eval_batch=EVAL_BATCH,
+                     encoding_sizes=plan.sizes)
     return results
 
 

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
@@ -278,6 +280,47 @@ def mlp_accuracy(x_train, y_train, x_test, y_test, seed=0):
     return float(MLPClassifier(max_iter=1000, random_state=seed).fit(x_train, y_train).score(x_test, y_test))
 
 
+def correlation_matrix(a, b):
+    """|Pearson correlation| of every column of a with every column of b; a constant
+    column correlates 0 with everything (rather than NaN)."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    a, b = a - a.mean(0), b - b.mean(0)
+    na, nb = np.sqrt((a * a).sum(0)), np.sqrt((b * b).sum(0))
+    corr = (a.T @ b) / np.outer(np.where(na > 0, na, 1.0), np.where(nb > 0, nb, 1.0))
+    return np.abs(corr)
+
+
+def mcc(latents, encoding, method="pearson"):
+    """Mean correlation coefficient (as cl-ica reports it): each latent dimension is matched
+    to one encoding dimension by linear assignment on the absolute correlations, and the
+    matched absolute correlations are averaged. With more encoding than latent dimensions
+    every latent is matched (the rest of the encoding is ignored); with fewer, only as many
+    latents as there are encoding dimensions. method: "pearson", or "spearman" (Pearson
+    on ranks, which ignores monotone rescalings of each dimension)."""
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"unknown correlation {method!r}")
+    latents, encoding = np.asarray(latents), np.asarray(encoding)
+    if method == "spearman":
+        latents, encoding = (rankdata(x.reshape(len(x), -1), axis=0) for x in (latents, encoding))
+    corr = correlation_matrix(latents, encoding)
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    return float(corr[rows, cols].mean())
+
+
+def mcc_pearson(x_train, y_train, x_test, y_test, seed=0):
+    """MCC between the targets and the encoding on the test set: nothing is fitted, so the
+    training set is not used."""
+    return mcc(y_test, x_test, "pearson")
+
+
+def mcc_spearman(x_train, y_train, x_test, y_test, seed=0):
+    return mcc(y_test, x_test, "spearman")
+
+
+# Probes too quick to count in progress bars (which count the slow fits).
+UNCOUNTED = ("linear", "mcc", "mcc_spearman")
+
 # The probes, by name: (metric, function(x_train, y_train, x_test, y_test, seed)). The
 # kernel-ridge grid search has no per-target function: it shares its factorisations
 # across the targets of an encoding, so evaluate_probes runs it for all of them at once.
@@ -287,13 +330,16 @@ PROBES = {
     "mlp": ("r2", mlp_r2),
     "logistic": ("accuracy", logistic_accuracy),
     "mlp_classifier": ("accuracy", mlp_accuracy),
+    "mcc": ("mcc", mcc_pearson),
+    "mcc_spearman": ("mcc", mcc_spearman),
 }
 
 
 def evaluate_probes(names, x_train, x_test, targets, device="cpu", progress=None, seed=0, notes=None):
     """{target: {probe: score}} of the named probes for targets {name: (y_train, y_test)}.
 
-    Regression probes score R^2, classifiers accuracy. A target without columns
+    Regression probes score R^2, classifiers accuracy, "mcc" and "mcc_spearman" the mean
+    correlation coefficient on the test set (probes.mcc). A target without columns
     (absent modality-specific latents) scores NaN, and so does a classifier
     whose training labels hold one class only. `progress` is called once per
     fit (per factorisation for kernel ridge); `notes` collects one line per
@@ -312,7 +358,7 @@ def evaluate_probes(names, x_train, x_test, targets, device="cpu", progress=None
                 out[t][name] = _classify(fn, x_train, a, x_test, b, seed, f"{t}/{name}", notes)
             else:
                 out[t][name] = fn(x_train, a.reshape(len(a), -1), x_test, b.reshape(len(b), -1), seed)
-            if progress and name != "linear":
+            if progress and name not in UNCOUNTED:
                 progress()
     if "kernel_ridge" in names and real:
         fits = kernel_ridge_grid(x_train, [a.reshape(len(a), -1) for a, _ in real.values()], x_test,

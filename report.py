@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import curves  # noqa: E402
 import grids  # noqa: E402
 from cli import OneLineParser, UserError, run_cli  # noqa: E402
-from facts import DISCRETE_FLAGS  # noqa: E402
+from facts import DISCRETE_FLAGS, PARTIAL_FILE  # noqa: E402
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
@@ -34,7 +34,9 @@ TITLES = {name: e.report_title for name, e in grids.EXPERIMENTS.items()}
 # Settings shown in the report's header (from args.json), to tell quick runs from the paper's.
 SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size", "batch_size",
                           "train_steps", "lr"),
-                  "imgtxt": ("batch_size", "train_steps", "lr", "tau", "datapath")}
+                  "imgtxt": ("batch_size", "train_steps", "lr", "tau", "datapath"),
+                  "partial": ("view_latents", "content_coords", "encoding_size", "batch_size", "train_steps",
+                              "lr")}
 
 
 # ------------------------------------------------------------- loading ---
@@ -464,16 +466,98 @@ def views_report(runs, notes, png):
     return table
 
 
+def partial_tables(folder, runs, notes):
+    """{setting (--content-coords): DataFrame of partial.csv rows of all its runs, with a seed column}."""
+    out = {}
+    for name, args, _ in runs:
+        path = os.path.join(folder, name, PARTIAL_FILE)
+        try:
+            rows = pd.read_csv(path, dtype={"latents": str, "coordinates": str, "views": str})
+        except (OSError, ValueError) as err:
+            notes.append(f"{name}: no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})")
+            continue
+        out.setdefault(args.get("content_coords") or "truth", []).append(rows.assign(seed=args.get("seed")))
+    return {setting: pd.concat(frames, ignore_index=True) for setting, frames in out.items()}
+
+
+PARTIAL_COLUMNS = [("content", "r2_nonlinear", "content R²"), ("other", "r2_nonlinear", "other latents R²"),
+                   ("content", "mcc", "content MCC")]
+
+
+def grid_columns(rows):
+    """The latents of the heatmap's columns: every latent some view sees, in order."""
+    return sorted({int(i) for i in rows.loc[rows["target"] == "latent", "latents"]})
+
+
+def frame_content(ax, row, content, columns):
+    for latent in str(content).split():
+        if int(latent) in columns:
+            ax.add_patch(matplotlib.patches.Rectangle((columns.index(int(latent)) - 0.5, row - 0.5), 1, 1,
+                                                      fill=False, edgecolor="white", lw=1.5))
+
+
+def partial_report(folder, runs, notes, png):
+    """Per coordinate assignment: a table (one row per set of views: its content; R² of the
+    content and of the views' other latents from the set's coordinates, averaged over the
+    set's views, then mean ± std over seeds) and a heatmap (set x latent: nonlinear R² of
+    each latent from the set's coordinates, mean over the views that see it and the seeds)."""
+    tables = partial_tables(folder, runs, notes)
+    if not tables:
+        raise UserError(f"no run in {folder} has a {PARTIAL_FILE} (evaluated with --view-latents?)")
+    text = []
+    fig, axes = plt.subplots(1, len(tables), figsize=(max(5.0 * len(tables), 6.5), 5.5), squeeze=False)
+    for ax, (setting, rows) in zip(axes[0], sorted(tables.items())):
+        order = list(dict.fromkeys(rows["views"]))
+        body = []
+        for views in order:
+            here = rows[rows["views"] == views]
+            content = here.loc[here["target"] == "content", "latents"].iloc[0]
+            cells = []
+            for target, column, _ in PARTIAL_COLUMNS:
+                per_seed = here[here["target"] == target].groupby("seed")[column].mean()
+                cells.append(cell(list(per_seed)) if len(per_seed) else "–")
+            body.append([views, content, *cells])
+            frame_content(ax, order.index(views), content, grid_columns(rows))
+        text += [f"Content coordinates `{setting}`:", "",
+                 markdown_table(["views", "content", *(h for _, _, h in PARTIAL_COLUMNS)], body), ""]
+        latent = rows[rows["target"] == "latent"].astype({"latents": int})
+        grid = latent.pivot_table(index="views", columns="latents", values="r2_nonlinear", aggfunc="mean")
+        grid = grid.reindex(index=order, columns=grid_columns(rows))
+        image = ax.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), [f"z{i}" for i in grid.columns], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+        ax.set_title(f"--content-coords {setting}", fontsize=9)
+        for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if value > 0.5 else "white")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="nonlinear R²")
+    fig.suptitle("Nonlinear R² of each latent from each set's coordinates (framed: the set's content)",
+                 fontsize=9)
+    atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=120))  # colorbar: no tight_layout
+    plt.close(fig)
+    return "\n".join(text)
+
+
 def write_report(folder, experiment):
     """Write <folder>/report.md and the PNG figures; return the paths written."""
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
-    runs, notes = load_runs(folder, kind, keyed=record.layout != "views")
+    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial"))
     if not runs:
         reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
     png = os.path.join(folder, f"{experiment}.png")
-    if record.layout == "views":
+    if record.layout == "partial":
+        table = partial_report(folder, runs, notes, png)
+        legend = ("Cells: ours, mean ± std over seeds of the mean over the set's views. Each row is a "
+                  "set of views (numbered from 1) and its content, the latents all of them see; R² "
+                  "and MCC (Pearson, probes.mcc) are of the content, or of the view's other latents, "
+                  "from the view's coordinates for the set (docs/partial.md). The claim: content R² "
+                  "near 1, other latents near 0. The figure shows each latent (z0, z1, ...) from each "
+                  "set's coordinates. The paper by Yao et al. shows this setting as a figure only, "
+                  "so there is no paper column.")
+    elif record.layout == "views":
         table = views_report(runs, notes, png)
         legend = ("Cells: ours, mean ± std over seeds. Every view k has its own mixing function f_k, "
                   "modality-specific block m_k and style change; content is shared by all views. "
@@ -500,20 +584,22 @@ def write_report(folder, experiment):
         plot_fig3(values, png)
         legend = ("Cells: ours, mean ± std over seeds; [paper value or range, read off the paper's "
                   "plot]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
+    shown = SHOWN_SETTINGS.get(record.layout, SHOWN_SETTINGS[kind])
     lines = [f"# {TITLES[experiment]}", "",
              f"{len(runs)} runs with results in `{folder}`. Settings: "
-             f"{settings_line(runs, SHOWN_SETTINGS[kind])}.", "", legend, "", table, "",
+             f"{settings_line(runs, shown)}.", "", legend, "", table, "",
              f"![{experiment}]({os.path.basename(png)})", ""]
-    stalled = not_converged(runs, experiment, folder) if kind == "sim" else []  # judged on hz1's content
+    judged = kind == "sim" and record.layout != "partial"  # partial: no single content c
+    stalled = not_converged(runs, experiment, folder) if judged else []  # judged on hz1's content
     if stalled:
         lines += [f"Not converged (content R² of hz1 below {CONVERGED}; averaged in above, marked †):", "",
                   *(f"- {name}: {number(value)}" for name, value in stalled), ""]
-    elif kind == "sim":
+    elif judged:
         lines += [f"Every run converged (content R² of hz1 at least {CONVERGED}).", ""]
     if notes:
         lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     curve_png = os.path.join(folder, f"{experiment}_curves.png")  # from each run's metrics.csv
-    drawn = curves.plot_curves(folder, kind, curve_png, f"{TITLES[experiment]}: training curves")
+    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png, f"{TITLES[experiment]}: training curves")
     if drawn:
         lines += ["Training curves (metrics.csv of each run; one line per seed):", "",
                   f"![{experiment} training curves]({os.path.basename(curve_png)})", ""]

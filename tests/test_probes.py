@@ -107,3 +107,49 @@ def test_classification_probes():
                                  {"sign": (y[:150], y[150:]), "one": (np.zeros(150), y[150:])}, notes=notes)
     assert acc["sign"]["logistic"] > 0.9 and acc["sign"]["mlp_classifier"] > 0.9
     assert np.isnan(acc["one"]["logistic"]) and "one/logistic: only one class" in notes[0]
+
+
+# ------------------------------------------------------------------- MCC ---
+
+def scipy_mcc(latents, encoding, method):
+    """MCC computed directly: scipy's correlation of every pair, then linear assignment."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.stats import pearsonr, spearmanr
+    corr_fn = pearsonr if method == "pearson" else spearmanr
+    corr = np.array([[abs(corr_fn(latents[:, i], encoding[:, j])[0]) for j in range(encoding.shape[1])]
+                     for i in range(latents.shape[1])])
+    rows, cols = linear_sum_assignment(-corr)
+    return corr[rows, cols].mean()
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_mcc_of_a_permuted_rescaled_copy_is_one(method):
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(500, 4))
+    h = z[:, [2, 0, 3, 1]] * np.array([3.0, -0.5, 2.0, -7.0]) + 1.0
+    assert probes.mcc(z, h, method) == pytest.approx(1.0)
+    if method == "spearman":  # any monotone map per dimension
+        assert probes.mcc(z, np.exp(h), method) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_mcc_of_independent_noise_is_near_zero(method):
+    rng = np.random.default_rng(1)
+    assert probes.mcc(rng.normal(size=(20000, 3)), rng.normal(size=(20000, 3)), method) < 0.03
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+@pytest.mark.parametrize("width", [3, 5, 2])  # as many, more and fewer encoding dimensions
+def test_mcc_matches_a_direct_scipy_computation(method, width):
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(400, 3))
+    h = np.tanh(z @ rng.normal(size=(3, width))) + 0.3 * rng.normal(size=(400, width))
+    assert probes.mcc(z, h, method) == pytest.approx(scipy_mcc(z, h, method), abs=1e-12)
+
+
+def test_mcc_is_a_registered_probe_scored_on_the_test_set():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(300, 2))
+    scores = probes.evaluate_probes(["mcc", "mcc_spearman"], rng.normal(size=(300, 2)), z[:, ::-1],
+                                    {"c": (rng.normal(size=(300, 2)), z)})
+    assert scores["c"]["mcc"] == pytest.approx(1.0) and scores["c"]["mcc_spearman"] == pytest.approx(1.0)

@@ -1,0 +1,335 @@
+"""Partial observability (main_mlp.py --view-latents): each view sees its own subset of the latents.
+
+The multi-view generalisation of the paper by Yao et al., ICLR 2024 ("Multi-View
+Causal Representation Learning with Partial Observability"). docs/partial.md
+describes it in full; in short:
+
+    latents     z ~ N(0, I_N), N = 1 + the largest index in the spec (independent,
+                as the reference's numerical experiment by default)
+    views       x_k = f_k(z_{S_k}): view k sees the latents S_k, in the spec's order,
+                through its own invertible MLP f_k of size |S_k|
+    content     of a set V of two or more views: the latents all of them see,
+                the intersection of their S_k; sets with an empty one are skipped
+    coordinates which encoding coordinates of view k hold the content of V:
+                "truth"  the reference's ground-truth selection: g_k has |S_k|
+                         outputs, and coordinate i stands for the latent S_k[i],
+                         so V's coordinates in view k are the positions of V's
+                         content in S_k (sets share coordinates where their
+                         contents overlap)
+                "split"  no ground truth (beyond which sets share anything):
+                         every set gets --encoding-size coordinates of its own in
+                         each of its views, in the order of the sets, so g_k has
+                         --encoding-size x (number of sets of view k) outputs
+    loss        the sum over the sets V of main_mlp's K-view loss (the mean over
+                the pairs of views in V of the symmetric L2 InfoNCE loss) on V's
+                coordinates
+
+Views are numbered from 1 (f1, g1, hz1, as everywhere in main_mlp.py), latents from
+0 (as in the spec and the reference's S_k). The evaluation writes partial.csv
+(COLUMNS) beside results.csv.
+"""
+import itertools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+import probes
+from cli import UserError
+from facts import PARTIAL_FILE
+from distributed import DistInfo, gather_with_grad
+from encoders import simulation_encoder
+from invertible_network_utils import construct_invertible_mlp, mlp_shell
+from losses import symmetric_lp_loss
+
+FLAG = "--view-latents"
+MODES = ("truth", "split")
+MAX_LATENTS = 64   # the networks grow with the view sizes (hidden widths 50 |S_k|)
+MAX_VIEWS = 8      # the loss has a term per set of views: up to 2^K - K - 1 of them
+FILE = PARTIAL_FILE
+COLUMNS = ("views", "view", "coordinates", "target", "latents", "r2_linear", "r2_nonlinear",
+           "mcc", "mcc_spearman")
+# Flags of the shared-content model that have no meaning when the spec gives the latents.
+UNUSED = ("content_n", "style_n", "modality_n", "style_change_prob", "c_param", "m_param")
+REFUSED = ("statistical_dependence", "content_dependent_style", "independent_covariances",
+           "shared_mixing", "shared_encoder", "permuted_content",
+           "discrete_content", "discrete_style", "discrete_modality")
+
+
+def add_arguments(p):
+    p.add_argument(FLAG, default=None, metavar="SPEC",
+                   help="partial observability (Yao et al., 2024): the latents each view sees, views "
+                        "separated by ';', each a comma list of indices and ranges A-B, e.g. "
+                        "'0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5' (docs/partial.md)")
+    p.add_argument("--content-coords", choices=MODES, default=None,
+                   help=f"with {FLAG}: which encoding coordinates hold each set's content: 'truth' "
+                        "(default; the known position of each latent, as the reference) or 'split' "
+                        "(--encoding-size coordinates per set, no ground truth)")
+
+
+# ------------------------------------------------------------ the spec ---
+
+def parse_spec(text):
+    """'0-2;1,2' -> ((0, 1, 2), (1, 2)): the latents of each view, in the order given."""
+    if not text.strip():
+        raise UserError(f"{FLAG} is empty; give the latents of each view, e.g. '0-2;1,2,3'")
+    views = tuple(parse_view(part, k) for k, part in enumerate(text.split(";"), 1))
+    if len(views) < 2:
+        raise UserError(f"{FLAG} names {len(views)} view; give at least 2, separated by ';'")
+    if len(views) > MAX_VIEWS:
+        raise UserError(f"{FLAG} names {len(views)} views; at most {MAX_VIEWS} (the loss has a term "
+                        "for every set of views that shares a latent)")
+    n = 1 + max(max(v) for v in views)
+    unseen = sorted(set(range(n)) - set().union(*map(set, views)))
+    if unseen:
+        raise UserError(f"{FLAG}: latent {unseen[0]} is seen by no view; number the latents "
+                        f"0..{n - 1} without gaps")
+    return views
+
+
+def parse_view(part, k):
+    if not part.strip():
+        raise UserError(f"{FLAG}: view {k} sees no latents (nothing between two ';')")
+    latents = [i for item in part.split(",") for i in parse_item(item.strip(), k)]
+    repeated = [i for i in latents if latents.count(i) > 1]
+    if repeated:
+        raise UserError(f"{FLAG}: view {k} lists latent {repeated[0]} twice")
+    return tuple(latents)
+
+
+def parse_item(item, k):
+    match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
+    if not match:
+        raise UserError(f"{FLAG}: view {k}: {item!r} is not a latent index or a range A-B "
+                        "(indices are integers from 0)")
+    first = int(match[1])
+    last = int(match[2]) if match[2] else first
+    if last >= MAX_LATENTS or first >= MAX_LATENTS:
+        raise UserError(f"{FLAG}: view {k}: latent {max(first, last)} is out of range "
+                        f"(indices 0..{MAX_LATENTS - 1})")
+    if last < first:
+        raise UserError(f"{FLAG}: view {k}: the range {item!r} runs backwards")
+    return range(first, last + 1)
+
+
+# ------------------------------------------------- sets and coordinates ---
+
+def content_sets(views):
+    """[(views, content)] for every set of two or more views (0-based, by size, then in
+    lexicographic order, as itertools.combinations gives them) whose latents intersect:
+    content = the sorted latents that every view of the set sees."""
+    out = []
+    for size in range(2, len(views) + 1):
+        for subset in itertools.combinations(range(len(views)), size):
+            content = sorted(set.intersection(*(set(views[k]) for k in subset)))
+            if content:
+                out.append((subset, tuple(content)))
+    return out
+
+
+def set_name(subset):
+    """(0, 2) -> '1+3': a set of views, numbered from 1."""
+    return "+".join(str(k + 1) for k in subset)
+
+
+def assign_coordinates(views, sets, mode, width):
+    """([{view: coordinates}] for each set, [encoding size of each view]); see the docstring."""
+    if mode == "truth":
+        coords = [{k: tuple(views[k].index(i) for i in content) for k in subset} for subset, content in sets]
+        return coords, [len(v) for v in views]
+    sizes, coords = [0] * len(views), []
+    for subset, _ in sets:
+        entry = {}
+        for k in subset:
+            entry[k] = tuple(range(sizes[k], sizes[k] + width))
+            sizes[k] += width
+        coords.append(entry)
+    return coords, sizes
+
+
+@dataclass(frozen=True)
+class Layout:
+    views: tuple     # the latents of each view
+    sets: list       # [(views, content)]
+    coords: list     # [{view: coordinates}], one per set
+    sizes: list      # encoding size of each view
+
+    @property
+    def n_latents(self):
+        return 1 + max(max(v) for v in self.views)
+
+
+def layout(args):
+    views = parse_spec(args.view_latents)
+    sets = content_sets(views)
+    alone = [k for k in range(len(views)) if not any(k in subset for subset, _ in sets)]
+    if alone:
+        raise UserError(f"{FLAG}: view {alone[0] + 1} shares no latent with any other view, so "
+                        "nothing would train its encoder")
+    coords, sizes = assign_coordinates(views, sets, args.content_coords or "truth", args.encoding_size)
+    return Layout(views, sets, coords, sizes)
+
+
+def check_args(args, parser):
+    """Refuse flags that the partial-observability model does not have (one line, naming the flag)."""
+    if args.view_latents is None:
+        if args.content_coords is not None:
+            raise UserError(f"--content-coords needs {FLAG}")
+        return
+    layout(args)  # the spec's own errors
+    if args.n_views != parser.get_default("n_views"):
+        raise UserError(f"--n-views cannot be combined with {FLAG}: the spec gives the views")
+    for key in REFUSED:
+        if getattr(args, key):
+            raise UserError(f"--{key.replace('_', '-')} cannot be combined with {FLAG} "
+                            "(the views see independent Gaussian latents through their own networks)")
+    for key in UNUSED:
+        if getattr(args, key) != parser.get_default(key):
+            raise UserError(f"--{key.replace('_', '-')} has no meaning with {FLAG} (the spec gives "
+                            "the latents each view sees); leave it out")
+
+
+# ------------------------------------------------------- data and networks ---
+
+class PartialSpace:
+    """Samples z ~ N(0, I_N) and cuts each view's latents out of it."""
+
+    def __init__(self, views, device="cpu"):
+        self.view_latents = views
+        self.n_views = len(views)
+        self.n_latents = 1 + max(max(v) for v in views)
+        self.device = torch.device(device)
+        self.params = {}  # nothing drawn per seed besides the networks
+        self._index = [torch.tensor(v, device=self.device) for v in views]
+
+    def sample(self, n, generator=None):
+        return {"z": torch.randn(n, self.n_latents, device=self.device, generator=generator)}
+
+    def views(self, blocks, content=None):
+        return tuple(blocks["z"].index_select(1, index) for index in self._index)
+
+
+def mixing(size, n_layers, rng):
+    # A 1 x 1 matrix always has condition number 1, which the threshold search (the
+    # 0.1 % quantile, itself 1) would never accept: any non-zero one will do.
+    return construct_invertible_mlp(size, n_layers, rng=rng, threshold=2.0 if size == 1 else None)
+
+
+def build_networks(args, plan, rng):
+    """(mixings f_k, encoders g_k) of every view, at the view's own sizes."""
+    mixings = [mixing(len(v), args.n_mixing_layer, rng) for v in plan.views]
+    encoders = [simulation_encoder(len(v), size, args.encoder_init) for v, size in zip(plan.views, plan.sizes)]
+    return mixings, encoders
+
+
+def network_shells(args, plan):
+    """Untrained networks of the right shapes, to load f1.pt, g1.pt, ... into."""
+    mixings = [mlp_shell(len(v), args.n_mixing_layer) for v in plan.views]
+    encoders = [simulation_encoder(len(v), size) for v, size in zip(plan.views, plan.sizes)]
+    return mixings, encoders
+
+
+class SetLoss(nn.Module):
+    """The training objective: sum over the sets V of the mean over the pairs (i, j) in V of
+    symmetric_lp_loss on V's coordinates (losses.MultiViewLpLoss's term restricted to them).
+    Takes each view's encodings of this rank's rows, the first n tuples and the rest
+    negatives; the negatives of all ranks are gathered once, with gradients."""
+
+    def __init__(self, plan, info=DistInfo(), base=None):
+        super().__init__()
+        self.info, self.base = info, base
+        self.terms = [(subset, {k: torch.tensor(c) for k, c in coords.items()})
+                      for (subset, _), coords in zip(plan.sets, plan.coords)]
+
+    def forward(self, encodings, n):
+        negatives = [gather_with_grad(h[n:], self.info) for h in encodings]
+        total = 0.0
+        for subset, coords in self.terms:
+            def pick(h, k):
+                return h.index_select(1, coords[k].to(h.device))
+            pairs = [symmetric_lp_loss(self.base, pick(encodings[i][:n], i), pick(encodings[j][:n], j),
+                                       pick(negatives[i], i), pick(negatives[j], j))
+                     for i, j in itertools.combinations(subset, 2)]
+            total = total + (pairs[0] if len(pairs) == 1 else torch.stack(pairs).mean())
+        return total
+
+
+# ------------------------------------------------------------- evaluation ---
+
+def encode(space, net, loss_fn, n_batches, batch, generator):
+    """({"z": latents, "hz1": ..., "hzK": ...}, mean loss) of n_batches x `batch` fresh tuples."""
+    out, losses = {}, []
+    with torch.no_grad():
+        for _ in range(n_batches):
+            blocks = space.sample(2 * batch, generator)
+            h = list(net(*space.views(blocks)).values())
+            losses.append(loss_fn(h, batch).item())
+            for name, value in (("z", blocks["z"]), *((f"hz{k}", e) for k, e in enumerate(h, 1))):
+                out.setdefault(name, []).append(value[:batch].cpu().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}, float(np.mean(losses))
+
+
+def quick_probe(space, net, loss_fn, generator, plan, batch, seed):
+    """Loss on a fresh batch and, per set, linear R^2 of its content from the coordinates of
+    its first view (75/25 split); "content": their mean. Non-finite values are the caller's."""
+    from sklearn.model_selection import train_test_split
+    data, loss = encode(space, net, loss_fn, 1, batch, generator)
+    r2 = {}
+    for (subset, content), coords in zip(plan.sets, plan.coords):
+        k = subset[0]
+        x = data[f"hz{k + 1}"][:, list(coords[k])]
+        if not np.isfinite(x).all():
+            return loss, None
+        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+        x_tr, x_te, y_tr, y_te = train_test_split(x, data["z"][:, list(content)], random_state=seed)
+        r2[set_name(subset)] = probes.linear_r2(x_tr, y_tr, x_te, y_te)
+    return loss, {"content": float(np.mean(list(r2.values()))), **r2}
+
+
+def text(indices):
+    return " ".join(map(str, indices))
+
+
+def targets_of(plan, subset, content, k):
+    """{target: (kind, latents)}: the set's content, the view's other latents, each latent it sees."""
+    other = [i for i in plan.views[k] if i not in content]
+    out = {"content": ("content", list(content))}
+    if other:
+        out["other"] = ("other", other)
+    out.update({f"z{i}": ("latent", [i]) for i in sorted(plan.views[k])})
+    return out
+
+
+def set_rows(plan, val, test, nonlinear, device):
+    """partial.csv's rows: for every set, every view in it and every target of targets_of,
+    R^2 (linear and `nonlinear`) and MCC of the target from the view's coordinates for the set."""
+    rows = []
+    names = ["linear", nonlinear, "mcc", "mcc_spearman"]
+    for (subset, content), coords in zip(plan.sets, plan.coords):
+        for k in subset:
+            cols = list(coords[k])
+            x_val, x_test = probes.standardize(val[f"hz{k + 1}"][:, cols], test[f"hz{k + 1}"][:, cols])
+            wanted = targets_of(plan, subset, content, k)
+            scores = probes.evaluate_probes(names, x_val, x_test, {
+                t: (val["z"][:, latents], test["z"][:, latents]) for t, (_, latents) in wanted.items()},
+                device=device)
+            rows += [(set_name(subset), k + 1, text(cols), kind, text(latents),
+                      *(scores[t][name] for name in names)) for t, (kind, latents) in wanted.items()]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def latent_rows(plan, val, test, columns, device):
+    """results.csv for such a model: every latent z0, z1, ... predicted from every view's whole
+    encoding (a latent the view does not see should score near 0)."""
+    rows = []
+    names = [f"z{i}" for i in range(plan.n_latents)]
+    for k in range(len(plan.views)):
+        x_val, x_test = probes.standardize(val[f"hz{k + 1}"], test[f"hz{k + 1}"])
+        scores = probes.evaluate_probes(list(columns.values()), x_val, x_test,
+                                        {n: (val["z"][:, [i]], test["z"][:, [i]]) for i, n in enumerate(names)},
+                                        device=device)
+        rows += [(f"hz{k + 1}", n, *(scores[n][p] for p in columns.values())) for n in names]
+    return pd.DataFrame(rows, columns=["encoding", "predicted_factors", *columns])
