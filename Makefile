@@ -6,11 +6,7 @@ DEMO_FLAGS := --content-n 2 --style-n 2 --modality-n 2 --encoding-size 2 \
 
 # Image/text at CPU size: a generated 64 px Multimodal3DIdent, encoding size 4.
 IMGTXT_DATA := $(DEMO_DIR)/m3di64
-# tau 0.1 and lr 1e-3 (not the paper's 1.0 and 1e-5): chosen by a sweep on a
-# lent H200 (benchmarks/cuda_check.sh). bfloat16 (1.5x the float32 step on this
-# CPU), warm-up and cosine decay over 4,001 steps: the image encoder learns the
-# shape (accuracy 0.91 and 0.87 for training seeds 1 and 2, against 0.54 for
-# 1,801 float32 steps at a constant lr; REPRODUCTION.md).
+# The recipe and why: REPRODUCTION.md, "Quick-scale settings, and why".
 IMGTXT_FLAGS := --encoding-size 4 --batch-size 64 --lr 1e-3 --tau 0.1 --train-steps 4001 \
 	--precision bf16 --lr-schedule cosine --warmup-steps 200 \
 	--log-steps 500 --checkpoint-steps 1000 --workers 1

@@ -35,11 +35,9 @@ def simulation_encoder(latent_dim, encoding_size, init="torch"):
 def kaiming_init_(net, slope=0.01):
     """Variance-preserving weights for a LeakyReLU MLP, zero biases, in place.
 
-    torch's default draws weights with a third of this variance, so its seven
-    layers start out shrinking the spread of their input about 600-fold
-    (measured at blocks of 5; with this init the output keeps 0.6-0.8 of it),
-    and training then finds the content one dimension at a time, with long
-    plateaus between (REPRODUCTION.md, "Converged runs")."""
+    torch's default draws weights with a third of this variance, so the seven
+    layers start out shrinking the spread of their input; what that does to
+    training: REPRODUCTION.md, "Quick-scale settings, and why"."""
     for module in net:
         if isinstance(module, nn.Linear):
             nn.init.kaiming_normal_(module.weight, a=slope, nonlinearity="leaky_relu")

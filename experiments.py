@@ -64,19 +64,9 @@ SCALES = {
         "imgtxt_eval": {"--workers": 4},
         "data": None,  # the published Multimodal3DIdent: --datapath is required
     },
-    # CPU-sized, chosen by measurement on 2 cores (REPRODUCTION.md). Simulation:
-    # blocks of 3 (at blocks of 2 the Wishart draws of the Stat rows are nearly
-    # rank 1) at batch 256, encoders initialised with --encoder-init kaiming
-    # (with torch's default init the content is found one dimension at a time,
-    # with plateaus of thousands of steps), lr 1e-3 with 100 warm-up steps and a
-    # cosine decay over 15,001 steps in bfloat16 (same curves as float32, 2-3x
-    # faster steps): 5,001 steps left two Stat runs of 57 holding style in
-    # place of part of the content (0.87); over 15,001 steps the style drops
-    # out near step 9,000 (0.99). About 4.5-5.5 min per model at one thread.
-    # Image/text: the make demo-imgtxt recipe (64 px, tau 0.1, lr 1e-3 with 200
-    # warm-up steps and a cosine decay over 4,001 steps, bfloat16 autocast), which
-    # learns the object shape (image accuracy 0.87-0.91 at size 4 for three
-    # seeds); 32 px images or 401 steps leave shape near chance (0.52 and 0.18).
+    # CPU-sized: simulation blocks of 3 with the kaiming/cosine/bf16 recipe, image/text
+    # the make demo-imgtxt recipe at 64 px. Why each setting: REPRODUCTION.md,
+    # "Quick-scale settings, and why".
     "quick": {
         "sim_train": {"--content-n": 3, "--style-n": 3, "--modality-n": 3, "--encoding-size": 3,
                       "--batch-size": 256, "--lr": 1e-3, "--lr-schedule": "cosine", "--warmup-steps": 100,
