@@ -59,5 +59,5 @@ def test_bad_input(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="args.json not found"):
         directions.main([str(tmp_path / "empty")])
-    with pytest.raises(UserError, match="--batches must be at least 1"):
+    with pytest.raises(UserError, match="--batches must be in 1..1000, got 0"):
         directions.main([str(tmp_path / "empty"), "--batches", "0"])
