@@ -212,15 +212,9 @@ class PartialSpace:
         return tuple(blocks["z"].index_select(1, index) for index in self._index)
 
 
-def mixing(size, n_layers, rng):
-    # A 1 x 1 matrix always has condition number 1, which the threshold search (the
-    # 0.1 % quantile, itself 1) would never accept: any non-zero one will do.
-    return construct_invertible_mlp(size, n_layers, rng=rng, threshold=2.0 if size == 1 else None)
-
-
 def build_networks(args, plan, rng):
     """(mixings f_k, encoders g_k) of every view, at the view's own sizes."""
-    mixings = [mixing(len(v), args.n_mixing_layer, rng) for v in plan.views]
+    mixings = [construct_invertible_mlp(len(v), args.n_mixing_layer, rng=rng) for v in plan.views]
     encoders = [simulation_encoder(len(v), size, args.encoder_init) for v, size in zip(plan.views, plan.sizes)]
     return mixings, encoders
 
