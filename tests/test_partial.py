@@ -127,9 +127,12 @@ def test_content_coords_needs_the_spec(tmp_path, capsys):
     assert "--content-coords needs --view-latents" in capsys.readouterr().err
 
 
-def test_a_view_of_one_latent_gets_a_mixing_function():
-    f = partial.mixing(1, 3, __import__("numpy").random.default_rng(0))
-    assert f(torch.ones(2, 1)).shape == (2, 1)
+def test_a_view_of_one_latent_trains(tmp_path):
+    """A one-latent view's 1 x 1 mixing (condition number 1, the threshold itself) is built."""
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "one", "--seed", "3", "--view-latents", "0-2;0",
+                   *TINY])
+    weights = torch.load(tmp_path / "one" / "f2.pt")
+    assert all(w.shape == (1, 1) and abs(w.item()) == 1.0 for w in weights.values())
 
 
 # ----------------------------------------------- training and evaluation ---
