@@ -1,4 +1,5 @@
 """Encoders: the simulation's MLP, the image/text experiment's image and text encoders."""
+import torch
 from torch import nn
 
 
@@ -18,7 +19,7 @@ def get_mlp(n_in, n_out, layers, output_normalization=None, slope=0.01):
     return nn.Sequential(*modules)
 
 
-INITS = ("torch", "kaiming")
+INITS = ("torch", "kaiming", "orthogonal", "whitened")
 
 
 def simulation_encoder(latent_dim, encoding_size, init="torch"):
@@ -26,10 +27,15 @@ def simulation_encoder(latent_dim, encoding_size, init="torch"):
 
     init "torch" keeps torch's default Linear initialisation (the published
     scripts'); "kaiming" re-draws the weights with He et al.'s variance for
-    leaky ReLU and zeroes the biases (kaiming_init_)."""
+    leaky ReLU and zeroes the biases (kaiming_init_); "orthogonal" draws
+    (semi-)orthogonal weights with the same gain and zero biases (orthogonal_init_);
+    "whitened" is kaiming here, its first layer then whitened by the caller with
+    sample inputs (whiten_first_layer_)."""
     d = latent_dim
     net = get_mlp(d, encoding_size, [10 * d, 50 * d, 50 * d, 50 * d, 50 * d, 10 * d])
-    return kaiming_init_(net) if init == "kaiming" else net
+    if init in ("kaiming", "whitened"):
+        return kaiming_init_(net)
+    return orthogonal_init_(net) if init == "orthogonal" else net
 
 
 def kaiming_init_(net, slope=0.01):
@@ -184,3 +190,36 @@ def text_encoder(kind, vocab_size, encoding_size, sequence_length):
     if kind == "gru":
         return TextEncoderGRU(vocab_size, encoding_size)
     raise ValueError(f"unknown text encoder {kind!r}; choose from {', '.join(TEXT_ENCODERS)}")
+
+
+def orthogonal_init_(net, slope=0.01):
+    """(Semi-)orthogonal weights times leaky ReLU's gain, zero biases, in place.
+
+    Every singular value of a layer's weight is the gain, so the deep encoder
+    starts with a well-conditioned Jacobian (Saxe et al., 2014), not only with
+    the right average variance as kaiming_init_."""
+    gain = nn.init.calculate_gain("leaky_relu", slope)
+    for module in net:
+        if isinstance(module, nn.Linear):
+            nn.init.orthogonal_(module.weight, gain=gain)
+            nn.init.zeros_(module.bias)
+    return net
+
+
+def whiten_first_layer_(net, x, eps=1e-6):
+    """Fold the ZCA whitening of the sample inputs x (rows) into the first Linear, in place.
+
+    The layer then sees centred inputs of unit variance in every direction: the
+    mixed views' covariance spans about three orders of magnitude (smallest
+    directions 1e-3 of the largest's variance), and gradient steps learn a
+    direction at a rate proportional to its variance. Only the initial weights
+    change; the layer stays a plain Linear."""
+    x = x.double()
+    evals, evecs = torch.linalg.eigh(torch.cov(x.T))
+    zca = evecs @ torch.diag(evals.clamp_min(eps).rsqrt()) @ evecs.T
+    first = net[0]
+    with torch.no_grad():
+        weight = first.weight.double() @ zca
+        first.weight.copy_(weight)
+        first.bias.copy_(-(weight @ x.mean(0)))
+    return net

@@ -27,7 +27,7 @@ import recipe
 import run
 import spaces
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
-from encoders import INITS, simulation_encoder
+from encoders import INITS, simulation_encoder, whiten_first_layer_
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, MultiViewLpLoss
 from facts import DISCRETE_FLAGS, RECIPE_DEFAULTS
@@ -85,8 +85,10 @@ def build_parser():
                         "the loss divides the squared distances by it")
     p.add_argument("--encoder-init", choices=INITS, default=RECIPE_DEFAULTS["encoder_init"],
                    help="initialisation of the encoders g1, g2, ...: torch's default Linear init "
-                        "(the published scripts') or kaiming (He et al. for leaky ReLU, zero biases), "
-                        "which finds the content in far fewer steps")
+                        "(the published scripts'), kaiming (He et al. for leaky ReLU, zero biases), "
+                        "which finds the content in far fewer steps, orthogonal (the same gain, "
+                        "(semi-)orthogonal weights, zero biases), or whitened (kaiming, the first "
+                        "layer composed with the ZCA whitening of 8,192 sample views)")
     partial.add_arguments(p)  # --view-latents, --content-coords
     p.add_argument("--num-eval-batches", type=int, default=5)
     p.add_argument("--permuted-content", action="store_true")
@@ -254,6 +256,14 @@ def quick_probe(space, net, loss_fn, generator, args, save_dir="", step=0):
 
 
 def build_training(args, device):
+    space, net = build_networks(args, device)
+    if args.encoder_init == "whitened":
+        whiten_encoders_(space, net, args.seed)
+    return space, net
+
+
+def build_networks(args, device):
+    """The latent space and the networks of a new training, drawn from --seed."""
     if args.view_latents:
         plan = partial.layout(args)
         space = partial.PartialSpace(plan.views, device)
@@ -271,6 +281,20 @@ def build_training(args, device):
     except (MemoryError, RuntimeError) as err:  # e.g. --encoding-size 1000000000
         raise UserError(f"the networks for these sizes do not fit in memory (latent dimension {dim}, "
                         f"--encoding-size {args.encoding_size}): {first_line(err)}") from None
+
+
+def whiten_encoders_(space, net, seed, n=8192):
+    """--encoder-init whitened: whiten each encoder's first layer for the views it reads,
+    from n samples of their own random stream (the training's streams stay as they were)."""
+    gen = torch.Generator(device=space.device).manual_seed(seed + 2)
+    with torch.no_grad():
+        views = space.views(space.sample(n, gen))
+        inputs = {}
+        for k, z in enumerate(views, 1):
+            g = net.nets[f"g{k}"]
+            inputs.setdefault(id(g), (g, []))[1].append(net.nets[f"f{k}"](z))
+    for g, xs in inputs.values():  # a shared encoder: whitened for all views together
+        whiten_first_layer_(g, torch.cat(xs))
 
 
 def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):

@@ -182,3 +182,38 @@ def test_resume_keeps_the_new_flags(tmp_path):
     import json
     saved = json.loads((tmp_path / "r" / "args.json").read_text())
     assert (saved["tau"], saved["grad_clip"], saved["adam_beta1"], saved["train_steps"]) == (0.5, 1.0, 0.8, 4)
+
+
+def test_orthogonal_encoder_init():
+    """Every singular value of every weight is leaky ReLU's gain; biases zero; torch's RNG only."""
+    torch.manual_seed(0)
+    net = main_mlp.simulation_encoder(15, 5, "orthogonal")
+    gain = math.sqrt(2.0 / (1 + 0.01 ** 2))
+    for m in (m for m in net if isinstance(m, torch.nn.Linear)):
+        assert torch.allclose(torch.linalg.svdvals(m.weight), torch.full((min(m.weight.shape),), gain), atol=1e-4)
+        assert not m.bias.any()
+    assert main_mlp.build_parser().parse_args(["--encoder-init", "orthogonal"]).encoder_init == "orthogonal"
+
+
+def test_whiten_first_layer_folds_zca_into_the_weights():
+    """The first layer maps the samples as the kaiming weights map their ZCA-whitened version."""
+    torch.manual_seed(0)
+    x = torch.randn(4096, 6) @ torch.diag(torch.tensor([3.0, 1.0, 0.3, 0.1, 0.03, 1.0])) + 2.0
+    net = main_mlp.simulation_encoder(6, 2, "whitened")
+    kaiming = net[0].weight.detach().clone()
+    main_mlp.whiten_first_layer_(net, x)
+    pre = net[0](x).detach().double()
+    assert pre.mean(0).abs().max() < 1e-4  # centred
+    cov = torch.cov(pre.T)
+    assert torch.allclose(cov, kaiming.double() @ kaiming.double().T, atol=1e-3)
+
+
+def test_whitened_init_in_training(tmp_path):
+    saved, _ = tiny_run(tmp_path, "w", "--encoder-init", "whitened")
+    assert saved["encoder_init"] == "whitened"
+    space, net = main_mlp.build_training(Namespace(**saved), "cpu")
+    with torch.no_grad():  # each encoder's first layer sees its own view centred and whitened
+        blocks = space.sample(8192, torch.Generator().manual_seed(9))
+        for k, z in enumerate(space.views(blocks), 1):
+            pre = net.nets[f"g{k}"][0](net.nets[f"f{k}"](z)).double()
+            assert pre.mean(0).abs().max() < 0.1
