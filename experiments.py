@@ -82,6 +82,13 @@ SCALES = {
                  "--workers": os.cpu_count() or 1},
     },
 }
+# The paper's latent sizes (blocks of 5, encoding size 5) with the quick scale's CPU
+# recipe over more steps: at blocks of 5 that recipe needs about 34,000 steps for a
+# linear content R^2 of 0.9 (REPRODUCTION.md, "Time to identifiability"). Image/text
+# runs as at the quick scale.
+SCALES["dims"] = {**SCALES["quick"], "sim_train": {
+    **SCALES["quick"]["sim_train"], "--content-n": 5, "--style-n": 5, "--modality-n": 5,
+    "--encoding-size": 5, "--train-steps": 50001}}
 
 _PRINT_LOCK = threading.Lock()
 _STOP = threading.Event()      # set on Ctrl-C / SIGTERM: start nothing new
@@ -556,7 +563,8 @@ def build_parser():
                    help="only these settings of the grids, by run name without _s<seed> "
                         "(e.g. p1.0_multi; --list shows them)")
     p.add_argument("--scale", choices=sorted(SCALES), default="quick",
-                   help="quick: CPU-sized settings; paper: the paper's hyperparameters (quick)")
+                   help="quick: CPU-sized settings; dims: the paper's latent sizes with the CPU "
+                        "recipe; paper: the paper's hyperparameters (quick)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
     p.add_argument("--out", default="runs", help="output folder (runs/)")
     p.add_argument("--datapath", default=None,

@@ -132,6 +132,12 @@ def test_scales():
     fig = experiments.experiment_runs("figure3", "r", "paper", [0], "data")[0]
     assert (fig.train_flags["--batch-size"], fig.train_flags["--train-steps"], fig.train_flags["--lr"]) == (
         256, 100001, 1e-5)
+    dims = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "dims", [0], None)[0].train_flags))
+    assert {k: dims[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size", "--train-steps")} \
+        == {"--content-n": "5", "--style-n": "5", "--modality-n": "5", "--encoding-size": "5", "--train-steps": "50001"}
+    assert {k: dims[k] for k in ("--batch-size", "--lr", "--encoder-init", "--precision")} == \
+        {k: quick[k] for k in ("--batch-size", "--lr", "--encoder-init", "--precision")}
+    assert experiments.experiment_runs("table4", "r", "dims", [0], None)[0].eval_flags["--num-eval-batches"] == 1
 
 
 def test_table4_figure8_figure3_grids(tmp_path):
