@@ -367,3 +367,22 @@ def test_a_failed_allocation_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(main_mlp, "train_step", no_memory)
     fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
           "out of memory: [enforce fail")
+
+
+@pytest.mark.parametrize("script", ["main_mlp.py", "main_imgtxt.py"])
+def test_ctrl_c_while_the_imports_load_is_one_line(script):
+    import signal
+    import subprocess
+    import sys
+    import time
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, script, "--help"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.4)  # torch takes seconds to import: the signal lands inside an import
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:  # the machine imported everything within 0.4 s: nothing to check
+        pytest.skip("the imports finished before the signal")
+    assert err.strip().splitlines() == [f"{script}: error: interrupted while starting"], err
+    assert proc.returncode in (130, -signal.SIGINT)
