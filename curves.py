@@ -74,12 +74,12 @@ def plot_curves(folder, kind, path, title):
                     ax.plot(rows["step"], rows[column], lw=1, label=f"seed {seed}")
             if row == 0:
                 ax.set_title(setting, fontsize=8)
+                ax.legend(fontsize=6, loc="best")
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
             if row == 1:
                 ax.set_xlabel("step", fontsize=8)
             ax.tick_params(labelsize=7)
-    axes[0][-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))  # crash-safe, like every output
     plt.close(fig)

@@ -599,7 +599,7 @@ def write_report(folder, experiment):
     if notes:
         lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     curve_png = os.path.join(folder, f"{experiment}_curves.png")  # from each run's metrics.csv
-    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png, f"{TITLES[experiment]}: training curves")
+    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png, f"{experiment}: training curves (metrics.csv of each run)")
     if drawn:
         lines += ["Training curves (metrics.csv of each run; one line per seed):", "",
                   f"![{experiment} training curves]({os.path.basename(curve_png)})", ""]
