@@ -60,7 +60,7 @@ REFUSED = ("statistical_dependence", "content_dependent_style", "independent_cov
 
 
 def add_arguments(p):
-    p.add_argument(FLAG, default=None, metavar="SPEC",
+    p.add_argument(FLAG, default=None, metavar="VIEWS",
                    help="partial observability (Yao et al., 2024): the latents each view sees, views "
                         "separated by ';', each a comma list of indices and ranges A-B, e.g. "
                         "'0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5' (docs/partial.md)")
