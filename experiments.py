@@ -378,14 +378,15 @@ def copy_model(source, dest):
     os.rename(partial, dest)
 
 
-def remove_unfinished(folder):
+def remove_unfinished(folder, keep=None):
     """Delete what an interrupted run left, under the folder's lock: a folder that a live
-    process holds (a training started by hand, another runner's child) is never removed."""
+    process holds (a training started by hand, another runner's child) is never removed.
+    Entries whose names start with `keep` stay (a SLURM job's record and logs)."""
     try:
         with FolderLock(folder):
             for name in os.listdir(folder):
                 path = os.path.join(folder, name)
-                if name != ".lock":
+                if name != ".lock" and not (keep and name.startswith(keep)):
                     shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
     except UserError as err:
         raise StepFailed(f"cannot clear {folder}: {err}") from None

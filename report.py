@@ -246,7 +246,7 @@ def sim_values(runs, notes, key_of=sim_key):
     table = {}
     for name, args, results in runs:
         mode = sim_mode(args)
-        if mode is None or not {"encoding", "predicted_factors", "r2_nonlinear"} <= set(results):
+        if mode is None:  # load_runs checked the files; this checks the setting
             notes.append(f"{name}: not a unimodal/multimodal simulation run, left out")
             continue
         hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
@@ -339,11 +339,7 @@ def plot_bars(panels, path, title, ylabel="nonlinear R²"):
 def fig3_values(runs, notes):
     """{(modality, factor): {encoding size: [metric, one per run]}}, factors in file order."""
     table = {}
-    needed = {"modality", "factor_name", "factor_type", *FIG3_METRIC.values()}
-    for name, args, results in runs:
-        if not needed <= set(results) or "encoding_size" not in args:
-            notes.append(f"{name}: not an image/text run, left out")
-            continue
+    for name, args, results in runs:  # load_runs checked their columns and encoding_size
         for _, r in results.sort_values(["modality", "ix"] if "ix" in results else ["modality"]).iterrows():
             metric = FIG3_METRIC.get(r["factor_type"])
             if metric is None:
@@ -428,16 +424,13 @@ def experiment_of(folder, override=None):
     return name
 
 
-def views_values(runs, notes):
+def views_values(runs):
     """{K: {column: [value per run]}}: content from each view's own encoding (mean over views),
     style s from view 1's, each view's modality-specific block from its own encoding (mean), and
     the largest R² of any modality-specific block from any view's encoding."""
     table = {}
     for name, args, results in runs:
-        k = int(args.get("n_views") or 2)
-        if not {"encoding", "predicted_factors", "r2_nonlinear"} <= set(results):
-            notes.append(f"{name}: not a simulation run, left out")
-            continue
+        k = int(args.get("n_views") or 2)  # load_runs checked the columns and n_views
         r2 = results.set_index(["encoding", "predicted_factors"])["r2_nonlinear"]
         views = range(1, k + 1)
         row = table.setdefault(k, {})
@@ -456,7 +449,7 @@ VIEWS_COLUMNS = [("c", "content c (mean over views)"), ("c_min", "content c (wor
 
 
 def views_report(runs, notes, png):
-    values = views_values(runs, notes)
+    values = views_values(runs)
     rows = [[k, *(cell(values[k][col]) for col, _ in VIEWS_COLUMNS), len(values[k]["c"])] for k in sorted(values)]
     table = markdown_table(["views K", *(h for _, h in VIEWS_COLUMNS), "runs"], rows)
     bars = [(header, [summarize(values[k][col])[0] for k in sorted(values)],

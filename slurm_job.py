@@ -5,7 +5,6 @@ Imported where submitit is installed only: by `experiments.py --launcher slurm` 
 submits, and by submitit on the compute node when it unpickles the job.
 """
 import os
-import shutil
 
 import submitit
 
@@ -32,7 +31,7 @@ class ModelJob(submitit.helpers.Checkpointable):
         job.steps = []
         for step in experiments.plan_steps(job):
             if step.kind == "remove":
-                clear(step.folder)
+                experiments.remove_unfinished(step.folder, keep=KEEP)
             else:
                 job.steps.append(step)
         failure = experiments.run_job(job, self.environment())
@@ -50,22 +49,3 @@ class ModelJob(submitit.helpers.Checkpointable):
         # The state is on disk (checkpoint.pt, TRAINED, results.csv): the same callable,
         # planned again when it restarts, continues where this one stopped.
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
-
-
-def clear(folder):
-    """The "remove" step of an incomplete folder, keeping the job's own record and logs
-    (SLURM still writes the log files that the run folder links to)."""
-    if not os.path.isdir(folder):
-        return
-    names = os.listdir(folder)
-    if not any(name.startswith(KEEP) for name in names):
-        shutil.rmtree(folder)  # as the local launcher does: copy_model needs the folder gone
-        return
-    for name in names:
-        path = os.path.join(folder, name)
-        if name.startswith(KEEP):
-            continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
