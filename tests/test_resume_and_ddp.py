@@ -25,8 +25,8 @@ def finish(proc):
     return out + err
 
 
-def encoders(folder):
-    return {name: torch.load(folder / f"{name}.pt") for name in ("g1", "g2")}
+def encoders(folder, names=("g1", "g2")):
+    return {name: torch.load(folder / f"{name}.pt") for name in names}
 
 
 def assert_same(a, b, atol=0.0):
@@ -62,21 +62,31 @@ def test_resume_needs_a_checkpoint(tmp_path):
     assert proc.returncode == 2 and "checkpoint.pt" in err
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_two_process_ddp_equals_one_process(tmp_path, shared):
+SETTINGS = {
+    "two views": TINY,
+    "shared networks": [*TINY, "--shared-mixing", "--shared-encoder"],
+    # three views of different sizes: the loss sums over the sets {1,2}, {1,3}, {2,3}, {1,2,3}
+    "partial observability": ["--view-latents", "0-2;0,1,3;0,2,3", "--encoding-size", "1",
+                              "--no-cuda", "--seed", "3"],
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_two_process_ddp_equals_one_process(tmp_path, setting):
     steps = ["--batch-size", "64", "--train-steps", "4", "--log-steps", "1"]
-    extra = ["--shared-mixing", "--shared-encoder"] if shared else []
-    single = finish(mlp("--model-dir", str(tmp_path), "--model-id", "one", *TINY, *steps, *extra))
+    flags = [*SETTINGS[setting], *steps]
+    single = finish(mlp("--model-dir", str(tmp_path), "--model-id", "one", *flags))
     torchrun = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         os.path.join(ROOT, "main_mlp.py"), "--model-dir", str(tmp_path), "--model-id", "two",
-         *TINY, *steps, *extra],
+         os.path.join(ROOT, "main_mlp.py"), "--model-dir", str(tmp_path), "--model-id", "two", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     double = finish(torchrun)
     # Adam divides each gradient by its own magnitude, so a weight whose gradient is
     # at rounding level (summed in another order by two processes) can move by a
     # different fraction of lr (1e-4); everything else agrees far more closely.
-    assert_same(encoders(tmp_path / "one"), encoders(tmp_path / "two"), atol=1e-4)
+    names = sorted(p.stem for p in (tmp_path / "one").glob("g*.pt"))
+    assert len(names) == (3 if "--view-latents" in flags else 2)
+    assert_same(encoders(tmp_path / "one", names), encoders(tmp_path / "two", names), atol=1e-4)
 
     def losses(text):
         return [float(line.split("train loss ")[1].split()[0])
