@@ -37,6 +37,9 @@ def load_model(folder, device):
     if "datapath" in saved or not os.path.isfile(os.path.join(folder, "f1.pt")):
         raise UserError(f"{folder} is not a simulation model of main_mlp.py (no f1.pt"
                         f"{', an image/text run' if 'datapath' in saved else ''})")
+    if saved.get("view_latents"):
+        raise UserError(f"{folder} is a partial-observability model (--view-latents): its content "
+                        "differs per set of views; `main_mlp.py --evaluate` writes it to partial.csv")
     if "seed" not in saved:
         raise UserError(f"{path} records no training seed")
     args = parser.parse_args([])

@@ -61,3 +61,11 @@ def test_bad_input(tmp_path):
         directions.main([str(tmp_path / "empty")])
     with pytest.raises(UserError, match="--batches must be in 1..1000, got 0"):
         directions.main([str(tmp_path / "empty"), "--batches", "0"])
+
+
+def test_partial_observability_model_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 64)
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "p", "--view-latents", "0-2;0,1,3",
+                   "--encoding-size", "1", "--batch-size", "32", "--train-steps", "2", "--no-cuda"])
+    with pytest.raises(UserError, match="is a partial-observability model .*partial.csv"):
+        directions.main([str(tmp_path / "p"), "--no-cuda"])
