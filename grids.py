@@ -26,7 +26,7 @@ VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) w
 # (multiview-crl, main_numerical.py, --S-k). Rows: the two coordinate assignments; "split"
 # gives every set 4 coordinates per view, the largest content (a pair's) here.
 YAO_VIEWS = "0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5"
-# The quick and paper scales set block sizes that the spec replaces: None leaves a flag out.
+# The quick and paper scales set block sizes that the view list replaces: None leaves a flag out.
 NO_BLOCKS = {"--content-n": None, "--style-n": None, "--modality-n": None}
 PARTIAL_ROWS = (("yao_truth", {"--view-latents": YAO_VIEWS, "--content-coords": "truth", **NO_BLOCKS,
                                "--encoding-size": None}),

@@ -4,9 +4,9 @@ The multi-view generalisation of the paper by Yao et al., ICLR 2024 ("Multi-View
 Causal Representation Learning with Partial Observability"). docs/partial.md
 describes it in full; in short:
 
-    latents     z ~ N(0, I_N), N = 1 + the largest index in the spec (independent,
+    latents     z ~ N(0, I_N), N = 1 + the largest index in the view list (independent,
                 as the reference's numerical experiment by default)
-    views       x_k = f_k(z_{S_k}): view k sees the latents S_k, in the spec's order,
+    views       x_k = f_k(z_{S_k}): view k sees the latents S_k, in the list's order,
                 through its own invertible MLP f_k of size |S_k|
     content     of a set V of two or more views: the latents all of them see,
                 the intersection of their S_k; sets with an empty one are skipped
@@ -25,7 +25,7 @@ describes it in full; in short:
                 coordinates
 
 Views are numbered from 1 (f1, g1, hz1, as everywhere in main_mlp.py), latents from
-0 (as in the spec and the reference's S_k). The evaluation writes partial.csv
+0 (as in the view list and the reference's S_k). The evaluation writes partial.csv
 (COLUMNS) beside results.csv.
 """
 import itertools
@@ -52,7 +52,7 @@ MAX_VIEWS = 8      # the loss has a term per set of views: up to 2^K - K - 1 of 
 FILE = PARTIAL_FILE
 COLUMNS = ("views", "view", "coordinates", "target", "latents", "r2_linear", "r2_nonlinear",
            "mcc", "mcc_spearman")
-# Flags of the shared-content model that have no meaning when the spec gives the latents.
+# Flags of the shared-content model that have no meaning when the view list gives the latents.
 UNUSED = ("content_n", "style_n", "modality_n", "style_change_prob", "c_param", "m_param")
 REFUSED = ("statistical_dependence", "content_dependent_style", "independent_covariances",
            "shared_mixing", "shared_encoder", "permuted_content",
@@ -70,7 +70,7 @@ def add_arguments(p):
                         "(--encoding-size coordinates per set, no ground truth)")
 
 
-# ------------------------------------------------------------ the spec ---
+# -------------------------------------------------------- the view list ---
 
 def parse_spec(text):
     """'0-2;1,2' -> ((0, 1, 2), (1, 2)): the latents of each view, in the order given."""
@@ -179,16 +179,16 @@ def check_args(args, parser):
         if args.content_coords is not None:
             raise UserError(f"--content-coords needs {FLAG}")
         return
-    layout(args)  # the spec's own errors
+    layout(args)  # the view list's own errors
     if args.n_views != parser.get_default("n_views"):
-        raise UserError(f"--n-views cannot be combined with {FLAG}: the spec gives the views")
+        raise UserError(f"--n-views cannot be combined with {FLAG}: the view list gives the views")
     for key in REFUSED:
         if getattr(args, key):
             raise UserError(f"--{key.replace('_', '-')} cannot be combined with {FLAG} "
                             "(the views see independent Gaussian latents through their own networks)")
     for key in UNUSED:
         if getattr(args, key) != parser.get_default(key):
-            raise UserError(f"--{key.replace('_', '-')} has no meaning with {FLAG} (the spec gives "
+            raise UserError(f"--{key.replace('_', '-')} has no meaning with {FLAG} (the view list gives "
                             "the latents each view sees); leave it out")
 
 
