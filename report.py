@@ -548,8 +548,8 @@ def write_report(folder, experiment):
                   "and MCC (Pearson, probes.mcc) are of the content, or of the view's other latents, "
                   "from the view's coordinates for the set (docs/partial.md). The claim: content R² "
                   "near 1, other latents near 0. The figure shows each latent (z0, z1, ...) from each "
-                  "set's coordinates. The paper by Yao et al. shows this setting as a figure only, "
-                  "so there is no paper column.")
+                  "set's coordinates. Yao et al.'s own values for this setting are not in the "
+                  "project, so there is no paper column.")
     elif record.layout == "views":
         table = views_report(runs, notes, png)
         legend = ("Cells: ours, mean ± std over seeds. Every view k has its own mixing function f_k, "
