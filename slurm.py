@@ -121,6 +121,7 @@ def job_states(job_ids):
         return {}
     import subprocess
 
+    load_submitit()
     from submitit.slurm.slurm import SlurmInfoWatcher
     watcher = SlurmInfoWatcher(delay_s=0)
     for job_id in job_ids:
@@ -195,7 +196,8 @@ def launch(args, runs, jobs, generate, out_lock):
                         "command that `experiments.py figure3 --dry-run` prints, then submit again")
     params = parameters(args)
     pending = [job for job in jobs if job.steps]
-    load_submitit()
+    if not args.dry_run:  # a dry run needs submitit only to ask about jobs already submitted
+        load_submitit()
     queued = still_queued(pending)
     todo = [job for job in pending if job.train_dir not in queued]
     n_done = sum(os.path.isfile(os.path.join(run.run_dir, "results.csv")) for run in runs)

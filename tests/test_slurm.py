@@ -146,6 +146,17 @@ def test_dry_run_shows_resources_and_commands(tmp_path, fake_slurm, capsys):
     assert sum(line.startswith("cp -r ") for line in out.splitlines()) == 5
 
 
+def test_dry_run_of_an_unsubmitted_grid_needs_no_submitit(tmp_path, fake_slurm, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "submitit", None)  # not installed
+        assert submit(tmp_path, "table4", "--seeds", "1", "--dry-run") == 0
+    assert sum(line.startswith("# job ") for line in capsys.readouterr().out.splitlines()) == 5
+    submit(tmp_path, "table4", "--seeds", "1")  # now jobs are recorded: sacct is asked through submitit
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(UserError, match="needs the submitit package"):
+        submit(tmp_path, "table4", "--seeds", "1", "--dry-run")
+
+
 def test_errors_are_one_line(tmp_path, fake_slurm, monkeypatch):
     with pytest.raises(UserError, match="--time 'soon'"):
         submit(tmp_path, "table1", "--seeds", "1", "--time", "soon")
