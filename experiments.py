@@ -647,6 +647,17 @@ def print_grids(args):
                                 f"generate_m3di.py {' '.join(render(data))} unless --datapath is given"))
 
 
+def refuse_submitted(jobs):
+    """The local launcher leaves models that a SLURM submission owns: training them here
+    while their job is queued or running would run them twice."""
+    for job in jobs:
+        record = slurm.read_record(job.train_dir)
+        if record:
+            raise UserError(f"{job.train_dir} was submitted to SLURM (job {record['job_id']}, "
+                            f"{slurm.RECORD}): rerun with --launcher slurm, or delete {slurm.RECORD} there "
+                            "if that job will not run again")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.list:
@@ -670,6 +681,7 @@ def main(argv=None):
                 print(step.describe())
         return 0
 
+    refuse_submitted(pending)
     say(f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do, {args.jobs} at a time")
     _STOP.clear()
     _SPANS.clear()

@@ -183,6 +183,14 @@ def test_parse_time(text, minutes):
     assert slurm.parse_time(text) == minutes
 
 
+def test_local_launcher_leaves_submitted_models(tmp_path, fake_slurm):
+    submit(tmp_path, "table4", "--seeds", "1")
+    with pytest.raises(UserError, match=r"table4/p1.0_multi_nm0_s0 was submitted to SLURM \(job 1234_0, "
+                                        r"slurm.json\): rerun with --launcher slurm"):
+        experiments.main(["table4", "--seeds", "1", "--out", str(tmp_path / "runs")])
+    assert fake_slurm.calls("srun") == []
+
+
 def test_local_launcher_is_unchanged(tmp_path, fake_slurm, capsys):
     assert experiments.main(["table1", "--seeds", "1", "--dry-run", "--out", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "# 10 runs: 0 done, 10 to do"
