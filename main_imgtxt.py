@@ -213,15 +213,6 @@ def run_training(args, device, info, save_dir):
     encoders.train()
     curve = metrics.open_log(save_dir, first, args, info.is_main)  # metrics.csv
 
-    def save(step):
-        run.check_finite_training(step, save_dir, args, modules=encoders.values())
-        # checkpoint.pt first: a failure after it leaves a run that --resume continues.
-        run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
-        for name, encoder in encoders.by_file().items():
-            atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}.pt"))
-            if args.save_all_checkpoints:  # the published file names
-                atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
-
     window_sum, window_n = torch.zeros((), device=device), 0
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                mininterval=1.0, disable=not info.is_main, initial=first - 1, total=args.train_steps)
@@ -247,12 +238,22 @@ def run_training(args, device, info, save_dir):
             window_sum.zero_()
             window_n = 0
         if should_log(step, args.checkpoint_steps, args.train_steps) and info.is_main:
-            save(step)
+            save_checkpoint(save_dir, step, encoders, optimizer, args)
     bar.close()
     curve.close()
     if info.is_main:
         print(f"Saved the encoders to {save_dir}")
     return save_dir
+
+
+def save_checkpoint(save_dir, step, encoders, optimizer, args):
+    run.check_finite_training(step, save_dir, args, modules=encoders.values())
+    # checkpoint.pt first: a failure after it leaves a run that --resume continues.
+    run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
+    for name, encoder in encoders.by_file().items():
+        atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}.pt"))
+        if args.save_all_checkpoints:  # the published file names
+            atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
 
 
 def train_step(net, loss_fn, optimizer, params, batch, args, device, layout):
