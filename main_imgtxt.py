@@ -248,11 +248,9 @@ def run_training(args, device, info, save_dir):
 
 def save_checkpoint(save_dir, step, encoders, optimizer, args):
     run.check_finite_training(step, save_dir, args, modules=encoders.values())
-    # checkpoint.pt first: a failure after it leaves a run that --resume continues.
     run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
-    for name, encoder in encoders.by_file().items():
-        atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}.pt"))
-        if args.save_all_checkpoints:  # the published file names
+    if args.save_all_checkpoints:  # the published file names
+        for name, encoder in encoders.by_file().items():
             atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
 
 

@@ -298,12 +298,8 @@ def whiten_encoders_(space, net, seed, n=8192):
 
 
 def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
-    # checkpoint.pt first: a failure after it (a full disk) leaves a run that --resume
-    # continues, never encoders without the checkpoint that would resume them.
     run.save_checkpoint(save_dir, step, net.encoders(), optimizer,
                         generator=gen.get_state(), probe_generator=probe_gen.get_state())
-    for name, g in net.encoders().items():
-        atomic_torch_save(g.state_dict(), os.path.join(save_dir, f"{name}.pt"))
 
 
 def train(args, device, info=DistInfo(), given=()):

@@ -9,7 +9,8 @@ hands the rest to this module:
                         restored from args.json; the model id and seed rules
     save_checkpoint / load_checkpoint
                         checkpoint.pt: a dict of modules, the optimiser, the
-                        step and whatever else a run needs to resume
+                        step and whatever else a run needs to resume; and
+                        each module's own <name>.pt
     evaluation_folder   a trained model's folder and settings for --evaluate
     save_results        evaluation.json and results.csv, after printing
     diverged            the one error of a training whose loss or weights stopped being finite
@@ -122,9 +123,14 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
 
 
 def save_checkpoint(save_dir, step, modules, optimizer, **extra):
-    """checkpoint.pt: each module's state dict under its name, the optimiser, the step, `extra`."""
+    """checkpoint.pt (each module's state dict under its name, the optimiser, the step,
+    `extra`), then each module's state dict alone as <name>.pt."""
+    # checkpoint.pt first: a failure after it (a full disk) leaves a run that --resume
+    # continues, never modules without the checkpoint that would resume them.
     atomic_torch_save({"step": step, **{name: m.state_dict() for name, m in modules.items()},
                        "optimizer": optimizer.state_dict(), **extra}, os.path.join(save_dir, CHECKPOINT))
+    for name, module in modules.items():
+        atomic_torch_save(module.state_dict(), os.path.join(save_dir, f"{name}.pt"))
 
 
 def load_checkpoint(save_dir, modules, optimizer, restore=None, train_steps=None):

@@ -236,10 +236,10 @@ def test_a_full_disk_at_the_first_checkpoint_never_blocks_the_model_id(tmp_path,
     assert not any(name.startswith("g") for name in os.listdir(tmp_path / "m"))
     monkeypatch.setattr(run, "atomic_torch_save", real)
     # The encoders fail after the checkpoint: --resume continues, as the refusal says.
-    monkeypatch.setattr(main_mlp, "atomic_torch_save", full_disk_on("g1.pt"))
+    monkeypatch.setattr(run, "atomic_torch_save", full_disk_on("g1.pt"))
     fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
           "No space left")
-    monkeypatch.setattr(main_mlp, "atomic_torch_save", real)
+    monkeypatch.setattr(run, "atomic_torch_save", real)
     fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--seed", "1", *T],
           "add --resume to continue it")
     main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--resume", "--train-steps", "4"])
