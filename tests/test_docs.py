@@ -1,5 +1,6 @@
 """The documents' links: every relative link names a file of the repository and,
 where it has one, an anchor that a heading of that file produces (GitHub's rule)."""
+import functools
 import os
 import re
 
@@ -24,11 +25,17 @@ def slug(heading):
     return text.replace(" ", "-")
 
 
+@functools.lru_cache(maxsize=None)
+def prose(path):
+    """A document's text without its code blocks (whose '#' lines are not headings)."""
+    with open(path, encoding="utf-8") as f:
+        return FENCE.sub("", f.read())
+
+
+@functools.lru_cache(maxsize=None)
 def anchors(path):
     seen, out = {}, set()
-    with open(path, encoding="utf-8") as f:
-        text = FENCE.sub("", f.read())
-    for line in text.splitlines():
+    for line in prose(path).splitlines():
         m = re.match(r"#{1,6} (.*)", line)
         if m:
             base = slug(m.group(1))
@@ -47,10 +54,8 @@ def test_slug_follows_githubs_rule():
 
 @pytest.mark.parametrize("path", markdown_files(), ids=lambda p: os.path.relpath(p, ROOT))
 def test_relative_links_resolve(path):
-    with open(path, encoding="utf-8") as f:
-        text = FENCE.sub("", f.read())
     broken = []
-    for target in LINK.findall(text):
+    for target in LINK.findall(prose(path)):
         if re.match(r"[a-z]+:", target):
             continue  # http(s), mailto: not checked offline
         file_part, _, anchor = target.partition("#")
