@@ -426,8 +426,9 @@ def record_span(experiments, start, end):
             span[0], span[1], span[2] = min(span[0], start), max(span[1], end), span[2] + end - start
 
 
-def run_job(job, env):
-    """Execute a job's steps; return None or the message of the step that failed."""
+def run_job(job, environment):
+    """Execute a job's steps, each in the environment that `environment()` returns when
+    it starts; return None or the message of the step that failed."""
     job_start = time.time()
     try:
         for step in job.steps:
@@ -437,7 +438,7 @@ def run_job(job, env):
                 say(f"{step.kind} {step.folder}")
             start = time.time()
             try:
-                execute(step, env)
+                execute(step, environment())
             except (StepFailed, OSError) as err:
                 if _STOP.is_set():
                     return None
@@ -489,12 +490,26 @@ def stop_children():
 
 
 def run_jobs(jobs, n_jobs):
-    """Run the jobs, n_jobs at a time; return the failure messages."""
-    env = child_env(n_jobs)
+    """Run the jobs, n_jobs at a time; return the failure messages. A step gets the
+    cores divided among the jobs not yet finished when it starts, so the grid's last
+    job (a lone training when the number of jobs is odd) is not left on one core."""
+    unfinished = [len(jobs)]
+
+    def environment():
+        with _PRINT_LOCK:
+            return child_env(max(1, min(n_jobs, unfinished[0])))
+
+    def run_and_count(job):
+        try:
+            return run_job(job, environment)
+        finally:
+            with _PRINT_LOCK:
+                unfinished[0] -= 1
+
     failures = []
     pool = ThreadPoolExecutor(max_workers=n_jobs)
     try:
-        futures = [pool.submit(run_job, job, env) for job in jobs]
+        futures = [pool.submit(run_and_count, job) for job in jobs]
         for future in as_completed(futures):
             if future.result():
                 failures.append(future.result())

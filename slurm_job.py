@@ -34,7 +34,7 @@ class ModelJob(submitit.helpers.Checkpointable):
                 experiments.remove_unfinished(step.folder, keep=KEEP)
             else:
                 job.steps.append(step)
-        failure = experiments.run_job(job, self.environment())
+        failure = experiments.run_job(job, self.environment)
         if failure:
             raise RuntimeError(failure)  # the job ends FAILED: a rerun of the command resubmits it
         return [run.run_dir for run in job.runs]
