@@ -493,17 +493,17 @@ def run_jobs(jobs, n_jobs):
     """Run the jobs, n_jobs at a time; return the failure messages. A step gets the
     cores divided among the jobs not yet finished when it starts, so the grid's last
     job (a lone training when the number of jobs is odd) is not left on one core."""
-    unfinished = [len(jobs)]
+    unfinished, lock = [len(jobs)], threading.Lock()
 
     def environment():
-        with _PRINT_LOCK:
+        with lock:
             return child_env(max(1, min(n_jobs, unfinished[0])))
 
     def run_and_count(job):
         try:
             return run_job(job, environment)
         finally:
-            with _PRINT_LOCK:
+            with lock:
                 unfinished[0] -= 1
 
     failures = []
