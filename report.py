@@ -318,7 +318,9 @@ def plot_bars(panels, path, title, ylabel="nonlinear R²"):
             pos = x - 0.4 + width * (i + 0.5)
             means, stds = np.array(means, dtype=float), np.array(stds, dtype=float)
             have = np.isfinite(means)  # no bar at all where there is no result (not a zero bar)
-            ax.bar(pos[have], means[have], width, yerr=np.nan_to_num(stds[have]), label=label, capsize=2)
+            # a series keeps its colour when others have no bars; one without bars has no legend entry
+            ax.bar(pos[have], means[have], width, yerr=np.nan_to_num(stds[have]), capsize=2,
+                   color=f"C{i}", label=label if have.any() else None)
             for p, k in zip(pos, marks[0] if marks else []):
                 if k:  # runs that did not converge (content R² < 0.9)
                     ax.annotate(f"†{k}", (p, 1.0), ha="center", fontsize=7, color="red")

@@ -203,3 +203,17 @@ def test_views_report(tmp_path):
                                       "0.05 ± 0.00", "2"]
     assert table_row(md, "| 3 |")[1:3] == ["0.94 ± 0.00", "0.92 ± 0.00"]
     assert_png(folder / "views.png")
+
+
+def test_bar_series_without_results_leave_the_legend(monkeypatch, tmp_path):
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
+    nan = float("nan")
+    bars = [("c", [nan, nan], [nan, nan], [1.0, 1.0]), ("s", [nan, nan], [nan, nan], [0.0, 0.0]),
+            ("m_i", [0.5, 0.4], [0.1, 0.1], [None, None])]
+    report.plot_bars([("unimodal", ["a", "b"], bars)], str(tmp_path / "x.png"), "title")
+    legend = figures[0].axes[0].get_legend()
+    colours = {text.get_text(): tuple(handle.get_facecolor())
+               for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(colours) == {"m_i", "paper"}
+    assert colours["m_i"][:3] == pytest.approx((0.173, 0.627, 0.173), abs=1e-3)  # C2, its colour beside c and s
