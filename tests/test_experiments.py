@@ -331,27 +331,30 @@ def test_jobs_run_everything_once(tmp_path, fake):
     assert len(evaluations) == len(set(evaluations)) == 20 + 10 + 10
 
 
-@pytest.mark.parametrize("seeds, threads", [("1", {"4"}), ("2", {"2", "4"})])
-def test_cores_are_shared_among_unfinished_jobs(tmp_path, fake, monkeypatch, seeds, threads):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+@pytest.fixture
+def threads_seen(fake, monkeypatch):
+    """OMP_NUM_THREADS of each step the fake entry points run, in order."""
     seen = []
     monkeypatch.setattr(experiments, "run_command",
                         lambda cmd, log, env=None: seen.append(env["OMP_NUM_THREADS"]) or fake(cmd, log, env))
+    return seen
+
+
+@pytest.mark.parametrize("seeds, threads", [("1", {"4"}), ("2", {"2", "4"})])
+def test_cores_are_shared_among_unfinished_jobs(tmp_path, threads_seen, monkeypatch, seeds, threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     run(tmp_path, "table1", "--rows", "p1.0_multi", "--seeds", seeds, "--jobs", "2")
     # two jobs start on 2 cores each (a later step of one may get all 4 once the
     # other has finished); a lone job gets all 4 from its first step
-    assert seen[0] == ("4" if seeds == "1" else "2") and set(seen) <= threads
-    assert len(seen) == 2 * int(seeds)
+    assert threads_seen[0] == ("4" if seeds == "1" else "2") and set(threads_seen) <= threads
+    assert len(threads_seen) == 2 * int(seeds)
 
 
-def test_threads_set_by_the_user_are_kept(tmp_path, fake, monkeypatch):
+def test_threads_set_by_the_user_are_kept(tmp_path, threads_seen, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    seen = []
-    monkeypatch.setattr(experiments, "run_command",
-                        lambda cmd, log, env=None: seen.append(env["OMP_NUM_THREADS"]) or fake(cmd, log, env))
     run(tmp_path, "table1", "--rows", "p1.0_multi", "--seeds", "2", "--jobs", "2")
-    assert seen == ["3"] * 4
+    assert threads_seen == ["3"] * 4
 
 
 def test_figure3_generates_data_once(tmp_path, fake):

@@ -215,5 +215,6 @@ def test_bar_series_without_results_leave_the_legend(monkeypatch, tmp_path):
     legend = figures[0].axes[0].get_legend()
     colours = {text.get_text(): tuple(handle.get_facecolor())
                for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+    report.plt.close(figures[0])
     assert set(colours) == {"m_i", "paper"}
     assert colours["m_i"][:3] == pytest.approx((0.173, 0.627, 0.173), abs=1e-3)  # C2, its colour beside c and s
