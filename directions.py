@@ -11,7 +11,13 @@ space, rotates each block onto its principal directions (eigenvectors of the
 sample covariance, largest variance first) and prints the linear R² of every
 direction from every encoding (fitted and scored on the same samples: a few
 coefficients on thousands of pairs), with the direction's share of the
-block's variance. The table is also written to <folder>/directions.csv.
+block's variance. Where a block's directions have equal variance (content without
+--statistical-dependence) they are arbitrary, so each block is also rotated onto
+its canonical directions: those of the linear fit from the encoding, the best
+recovered first (their R² are the squared canonical correlations), so the
+weakest shows the one direction a model has not learned. The table is also
+written to <folder>/directions.csv, a row per encoding, block, basis
+("principal" or "canonical") and direction.
 """
 from cli import UserError, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
@@ -59,6 +65,25 @@ def principal_r2(h, y):
             for i, share in enumerate(shares)]
 
 
+def canonical_r2(h, y):
+    """[(share of variance, linear R² from h)] of y's canonical directions, best recovered first.
+
+    In whitened coordinates (unit covariance) the fit's covariance holds each direction's R²,
+    so its eigenvalues are the squared canonical correlations. A direction's share is the
+    block's variance along it (a unit vector in y's own coordinates) over the total."""
+    y = y - y.mean(axis=0)
+    cov = np.cov(y, rowvar=False).reshape(y.shape[1], y.shape[1])
+    unwhiten = np.linalg.cholesky(cov)  # cov = L L^T; y L^-T has unit covariance
+    white = np.linalg.solve(unwhiten, y.T).T
+    fit = LinearRegression().fit(h, white).predict(h)
+    r2, vectors = np.linalg.eigh(np.cov(fit, rowvar=False).reshape(y.shape[1], y.shape[1]))
+    order = np.argsort(r2)[::-1]
+    # The variate y·a with a = L^-T u has unit variance, so the share along a/|a| is 1/(|a|² tr cov).
+    weights = np.linalg.solve(unwhiten.T, vectors[:, order])
+    shares = 1.0 / ((weights ** 2).sum(axis=0) * np.trace(cov))
+    return [(float(share), float(value)) for share, value in zip(shares, r2[order])]
+
+
 def directions(folder, batches, seed, device):
     """One row per encoding, block and principal direction."""
     args, space, net = load_model(folder, device)
@@ -69,10 +94,20 @@ def directions(folder, batches, seed, device):
     rows = []
     for encoding in (f"hz{k}" for k in views):
         for block in (b for b in blocks if data[b].shape[1] > 0):
-            for rank, (share, r2) in enumerate(principal_r2(data[encoding], data[block]), start=1):
-                rows.append({"encoding": encoding, "block": block, "direction": rank,
-                             "variance_share": share, "r2_linear": r2})
+            for basis, fn in (("principal", principal_r2), ("canonical", canonical_r2)):
+                for rank, (share, r2) in enumerate(fn(data[encoding], data[block]), start=1):
+                    rows.append({"encoding": encoding, "block": block, "basis": basis, "direction": rank,
+                                 "variance_share": share, "r2_linear": r2})
     return pd.DataFrame(rows)
+
+
+def wide_table(table, basis):
+    """One basis of the table: a row per block and direction, a column per encoding."""
+    part = table[table["basis"] == basis]
+    wide = part.pivot_table(index=["block", "direction"], columns="encoding", values="r2_linear")
+    if basis == "principal":  # the canonical shares differ per encoding
+        wide.insert(0, "variance_share", part.groupby(["block", "direction"])["variance_share"].first())
+    return wide.round(3).to_string()
 
 
 def main(argv=None):
@@ -96,11 +131,10 @@ def main(argv=None):
         with FolderLock(folder):  # not beside a training still writing the encoders
             table = directions(folder, args.batches, args.seed, device)
             atomic_write_csv(table, os.path.join(folder, "directions.csv"))
-        wide = table.pivot_table(index=["block", "direction"], columns="encoding", values="r2_linear")
-        shares = table.groupby(["block", "direction"])["variance_share"].first()
-        wide.insert(0, "variance_share", shares)
         print(f"{folder}: linear R² of each principal direction (largest variance first)")
-        print(wide.round(3).to_string(), flush=True)
+        print(wide_table(table, "principal"))
+        print("and of each canonical direction (best recovered first; share: the block's variance along it)")
+        print(wide_table(table, "canonical"), flush=True)
     return 0
 
 

@@ -33,17 +33,47 @@ def test_principal_r2_weighted_by_variance_is_the_block_r2():
     assert sum(s * r for s, r in rows) == pytest.approx(r2_score(y, pred, multioutput="variance_weighted"))
 
 
+def test_canonical_r2_are_the_squared_canonical_correlations():
+    """Against sklearn's CCA, on a block with one direction lost and one half-recovered."""
+    from sklearn.cross_decomposition import CCA
+    rng = np.random.default_rng(1)
+    n = 4000
+    z = rng.normal(size=(n, 3))
+    y = z @ rng.normal(size=(3, 3))  # correlated coordinates: the canonical basis is not the principal one
+    h = np.column_stack([z[:, 0], z[:, 1] + rng.normal(size=n), rng.normal(size=n)]) @ rng.normal(size=(3, 3))
+    rows = directions.canonical_r2(h, y)
+    r2 = [r for _, r in rows]
+    assert r2 == sorted(r2, reverse=True)
+    assert r2 == pytest.approx([1.0, 0.5, 0.0], abs=0.03)
+    cca = CCA(n_components=3, scale=False, max_iter=5000, tol=1e-12).fit(h, y)
+    hs, ys = cca.transform(h, y)
+    reference = sorted((np.corrcoef(hs[:, i], ys[:, i])[0, 1] ** 2 for i in range(3)), reverse=True)
+    assert r2 == pytest.approx(reference, abs=1e-4)
+    # Their sum is rotation-invariant: the summed R² of the whitened block's coordinates.
+    white = (y - y.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(y, rowvar=False))).T
+    per_coordinate = r2_score(white, LinearRegression().fit(h, white).predict(h), multioutput="raw_values")
+    assert sum(r2) == pytest.approx(per_coordinate.sum())
+    # Along an axis-aligned block, a direction's share is its variance over the total.
+    scaled = np.column_stack([3 * z[:, 0], z[:, 1], z[:, 2]])
+    shares = [s for s, _ in directions.canonical_r2(z[:, :1], scaled)]
+    assert shares[0] == pytest.approx(9 / 11, abs=0.03)
+
+
 def test_table_of_a_trained_model(model, capsys):
     assert directions.main([str(model), "--no-cuda"]) == 0
     table = pd.read_csv(model / "directions.csv")
-    assert list(table.columns) == ["encoding", "block", "direction", "variance_share", "r2_linear"]
+    assert list(table.columns) == ["encoding", "block", "basis", "direction", "variance_share", "r2_linear"]
     sizes = {"c": 3, "s": 2, "m1": 2, "m2": 2}
-    assert len(table) == 2 * sum(sizes.values())
-    for (encoding, block), group in table.groupby(["encoding", "block"]):
+    assert len(table) == 2 * 2 * sum(sizes.values())
+    for (encoding, block, basis), group in table.groupby(["encoding", "block", "basis"]):
         assert list(group["direction"]) == list(range(1, sizes[block] + 1))
-        assert group["variance_share"].sum() == pytest.approx(1.0)
+        if basis == "principal":
+            assert group["variance_share"].sum() == pytest.approx(1.0)
+        else:
+            assert list(group["r2_linear"]) == sorted(group["r2_linear"], reverse=True)
     assert table["r2_linear"].between(-1e-9, 1 + 1e-9).all()
-    assert "linear R² of each principal direction" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "linear R² of each principal direction" in out and "each canonical direction" in out
 
 
 def test_same_seed_same_table(model):
