@@ -4,10 +4,13 @@ A write goes to a temporary file in the same folder, is flushed to disk, then
 renamed over the old file, so a kill at any moment leaves the previous version
 intact. A FolderLock keeps a second process from writing into a folder in use.
 """
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import tempfile
+import threading
 
 from cli import UserError, describe_os_error, first_line
 
@@ -19,10 +22,38 @@ def _umask():
     return mask
 
 
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver the first that came.
+
+    Raised inside torch.save, a KeyboardInterrupt surfaces as a RuntimeError from its
+    C++ writer, which would read as a full disk; held, it interrupts between files."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs Python's signal handlers
+        return
+    caught, previous = [], {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+            previous[signum] = signal.signal(signum, lambda num, frame: caught.append(num))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
 def atomic_write(path, write):
     """Write `path` through `write(file)`; any failure (full disk, kill) leaves the old
     file intact, and an OSError or a writer's RuntimeError (torch.save) becomes a
-    one-line UserError."""
+    one-line UserError. A Ctrl-C or SIGTERM during the write takes effect once the file
+    is complete."""
+    with _signals_deferred():
+        _write_and_rename(path, write)
+
+
+def _write_and_rename(path, write):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:

@@ -278,6 +278,29 @@ def test_full_disk_while_saving(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "m" / "checkpoint.pt").exists()
 
 
+def test_ctrl_c_while_saving_waits_for_the_file(tmp_path):
+    """Raised inside torch.save, Ctrl-C came out as a RuntimeError read as a full disk."""
+    def write(f):
+        torch.save({"w": torch.zeros(3)}, f)
+        signal.raise_signal(signal.SIGINT)  # arrives mid-write
+        f.write(b"tail")
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_write(tmp_path / "m.pt", write)
+    assert (tmp_path / "m.pt").read_bytes().endswith(b"tail")  # written in full, then interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_while_saving_reaches_its_handler_after_the_file(tmp_path):
+    seen = []  # (signal, the file's text when the handler ran)
+    previous = signal.signal(signal.SIGTERM, lambda num, frame: seen.append((num, (tmp_path / "x").read_text())))
+    try:
+        files.atomic_write_text(tmp_path / "x", "old")
+        files.atomic_write(tmp_path / "x", lambda f: (os.kill(os.getpid(), signal.SIGTERM), f.write(b"new")))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [(signal.SIGTERM, "new")]
+
+
 def test_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
