@@ -85,7 +85,7 @@ def canonical_r2(h, y):
 
 
 def directions(folder, batches, seed, device):
-    """One row per encoding, block and principal direction."""
+    """One row per encoding, block, basis (principal, canonical) and direction."""
     args, space, net = load_model(folder, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     data, _ = main_mlp.generate_data(space, net, MultiViewLpLoss(), batches, generator, False)
