@@ -55,9 +55,14 @@ def load_model(folder, device):
     return (args, *main_mlp.load_trained(args, folder, saved, device))
 
 
+def covariance(x):
+    """x's sample covariance as a matrix, also for one column (np.cov then gives a scalar)."""
+    return np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+
+
 def principal_r2(h, y):
     """[(share of variance, linear R² from h)] of y's principal directions, largest first."""
-    variances, vectors = np.linalg.eigh(np.cov(y, rowvar=False).reshape(y.shape[1], y.shape[1]))
+    variances, vectors = np.linalg.eigh(covariance(y))
     order = np.argsort(variances)[::-1]
     z = (y - y.mean(axis=0)) @ vectors[:, order]
     shares = variances[order] / variances.sum()
@@ -72,11 +77,11 @@ def canonical_r2(h, y):
     so its eigenvalues are the squared canonical correlations. A direction's share is the
     block's variance along it (a unit vector in y's own coordinates) over the total."""
     y = y - y.mean(axis=0)
-    cov = np.cov(y, rowvar=False).reshape(y.shape[1], y.shape[1])
+    cov = covariance(y)
     unwhiten = np.linalg.cholesky(cov)  # cov = L L^T; y L^-T has unit covariance
     white = np.linalg.solve(unwhiten, y.T).T
     fit = LinearRegression().fit(h, white).predict(h)
-    r2, vectors = np.linalg.eigh(np.cov(fit, rowvar=False).reshape(y.shape[1], y.shape[1]))
+    r2, vectors = np.linalg.eigh(covariance(fit))
     order = np.argsort(r2)[::-1]
     # The variate y·a with a = L^-T u has unit variance, so the share along a/|a| is 1/(|a|² tr cov).
     weights = np.linalg.solve(unwhiten.T, vectors[:, order])
