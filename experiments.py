@@ -150,8 +150,9 @@ def merge(first, defaults):
     return {**first, **{k: v for k, v in defaults.items() if k not in first}}
 
 
-def experiment_runs(experiment, out, scale, seeds, datapath, rows=None):
-    """The runs of an experiment's grid (or its `rows`) x seeds: where each trains and is evaluated, and how."""
+def experiment_runs(experiment, out, scale, seeds, datapath, rows=None, train_steps=None):
+    """The runs of an experiment's grid (or its `rows`) x seeds: where each trains and is evaluated, and how
+    (`train_steps`, if given, replaces every training's --train-steps)."""
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.needs_data else "sim"
     data = {"--datapath": datapath} if record.needs_data else {}
@@ -164,6 +165,8 @@ def experiment_runs(experiment, out, scale, seeds, datapath, rows=None):
             run_dir = os.path.join(out, experiment, name)
             train_dir = os.path.join(out, record.trained_in or experiment, name)
             train = merge({**location(train_dir), **data, "--seed": seed, **row}, SCALES[scale][f"{kind}_train"])
+            if train_steps is not None:
+                train["--train-steps"] = train_steps
             evaluate = {**location(run_dir), **data, "--evaluate": True, "--load-args": True,
                         "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale][f"{kind}_eval"], **record.eval_flags}
             runs.append(Run(experiment, name, row, run_dir, train_dir, train, evaluate, record.script))
@@ -186,7 +189,7 @@ def data_plan(out, scale, datapath):
     return folder, Step("generate", folder, command("generate_m3di.py", SCALES[scale]["data"], folder))
 
 
-def build_runs(experiments, out, scale, seeds, datapath=None, rows=None):
+def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_steps=None):
     """All runs of the named experiments (their `rows` only, if given), and the data-generation Step (or None)."""
     runs, generate = [], None
     for experiment in experiments:
@@ -195,7 +198,7 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None):
             continue  # none of the rows asked for is in this grid
         if record.needs_data:
             datapath, generate = data_plan(out, scale, datapath)
-        runs += experiment_runs(experiment, out, scale, seeds, datapath, rows)
+        runs += experiment_runs(experiment, out, scale, seeds, datapath, rows, train_steps)
     return runs, generate
 
 
@@ -581,6 +584,8 @@ def build_parser():
     p.add_argument("--scale", choices=sorted(SCALES), default="quick",
                    help="quick: CPU-sized settings; dims: the paper's latent sizes with the CPU "
                         "recipe; paper: the paper's hyperparameters (quick)")
+    p.add_argument("--train-steps", type=int, default=None, metavar="N",
+                   help="train every model N steps instead of the scale's (e.g. 100001 with --scale dims)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
     p.add_argument("--out", default="runs", help="output folder (runs/)")
     p.add_argument("--datapath", default=None,
@@ -628,6 +633,8 @@ def parse_args(argv):
         raise UserError(f"name at least one experiment ({', '.join(EXPERIMENTS)}, all) or use --list")
     if args.jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if args.train_steps is not None and args.train_steps < 1:
+        raise UserError("--train-steps must be at least 1")
     args.experiments = list(dict.fromkeys(names)) or list(EXPERIMENTS)
     if args.rows:
         known = {name for e in args.experiments for name, _ in grids.EXPERIMENTS[e].grid}
@@ -641,7 +648,7 @@ def parse_args(argv):
 def print_grids(args):
     for experiment in args.experiments:
         runs = experiment_runs(experiment, args.out, args.scale, args.seeds,
-                               args.datapath or "DATAPATH", args.rows)
+                               args.datapath or "DATAPATH", args.rows, args.train_steps)
         if not runs:
             continue
         n_seeds = len(args.seeds)
@@ -652,7 +659,8 @@ def print_grids(args):
             print(f"    {run.name[:run.name.rindex('_s')]:<24} {' '.join(render(run.row))}")
         record = grids.EXPERIMENTS[experiment]
         kind = "imgtxt" if record.needs_data else "sim"
-        common = {k: v for k, v in SCALES[args.scale][kind + "_train"].items() if k not in runs[0].row}
+        common = {k: v for k, v in runs[0].train_flags.items()
+                  if k in SCALES[args.scale][kind + "_train"] and k not in runs[0].row}
         print(f"  {runs[0].script} --scale {args.scale}: train {' '.join(render(common))}")
         evaluate = {**SCALES[args.scale][kind + "_eval"], **record.eval_flags}
         print(f"  evaluate --load-args --seed <seed+{EVAL_SEED_OFFSET}> {' '.join(render(evaluate))}")
@@ -677,7 +685,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.list:
         return print_grids(args)
-    runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows)
+    runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows,
+                                args.train_steps)
     check_reuse(runs)
     jobs = group_jobs(runs)
     for job in jobs:

@@ -323,6 +323,19 @@ def test_reuse_with_other_settings_is_refused(tmp_path, fake):
         run(tmp_path, "table1", "--seeds", "1", "--scale", "paper")
 
 
+def test_train_steps_overrides_the_scale(tmp_path, fake, capsys):
+    runs, _ = experiments.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], train_steps=100001)
+    assert {r.train_flags["--train-steps"] for r in runs} == {100001}
+    assert {r.train_flags["--content-n"] for r in runs if r.script == "main_mlp.py"} == {5}
+    experiments.main(["table1", "--scale", "dims", "--train-steps", "100001", "--list"])
+    assert "--train-steps 100001" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--train-steps must be at least 1"):
+        experiments.main(["table1", "--train-steps", "0", "--dry-run"])
+    run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi")  # quick: 15001 steps
+    with pytest.raises(UserError, match=r"--train-steps 15001 \(here 30001\)"):
+        run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi", "--train-steps", "30001")
+
+
 def test_jobs_run_everything_once(tmp_path, fake):
     assert run(tmp_path, "table1", "table4", "figure8", "--seeds", "2", "--jobs", "2") == 0
     trainings = fake.trainings()  # table1: 20, table4: 10, figure8: none of its own
