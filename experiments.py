@@ -84,11 +84,12 @@ SCALES = {
 }
 # The paper's latent sizes (blocks of 5, encoding size 5) with the quick scale's CPU
 # recipe over more steps: at blocks of 5 that recipe needs about 34,000 steps for a
-# linear content R^2 of 0.9 (REPRODUCTION.md, "Time to identifiability"). Image/text
-# runs as at the quick scale.
+# linear content R^2 of 0.9, and 50,001 steps leave 5 of Table 1's 9 models without
+# dependence short of convergence, where 100,001 converge all of them (REPRODUCTION.md,
+# "Table 1 at the paper's latent sizes"). Image/text runs as at the quick scale.
 SCALES["dims"] = {**SCALES["quick"], "sim_train": {
     **SCALES["quick"]["sim_train"], "--content-n": 5, "--style-n": 5, "--modality-n": 5,
-    "--encoding-size": 5, "--train-steps": 50001}}
+    "--encoding-size": 5, "--train-steps": 100001}}
 
 _PRINT_LOCK = threading.Lock()
 _STOP = threading.Event()      # set on Ctrl-C / SIGTERM: start nothing new
@@ -585,7 +586,7 @@ def build_parser():
                    help="quick: CPU-sized settings; dims: the paper's latent sizes with the CPU "
                         "recipe; paper: the paper's hyperparameters (quick)")
     p.add_argument("--train-steps", type=int, default=None, metavar="N",
-                   help="train every model N steps instead of the scale's (e.g. 100001 with --scale dims)")
+                   help="train every model N steps instead of the scale's (e.g. 50001 with --scale dims)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
     p.add_argument("--out", default="runs", help="output folder (runs/)")
     p.add_argument("--datapath", default=None,

@@ -134,7 +134,7 @@ def test_scales():
         256, 100001, 1e-5)
     dims = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "dims", [0], None)[0].train_flags))
     assert {k: dims[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size", "--train-steps")} \
-        == {"--content-n": "5", "--style-n": "5", "--modality-n": "5", "--encoding-size": "5", "--train-steps": "50001"}
+        == {"--content-n": "5", "--style-n": "5", "--modality-n": "5", "--encoding-size": "5", "--train-steps": "100001"}
     assert {k: dims[k] for k in ("--batch-size", "--lr", "--encoder-init", "--precision")} == \
         {k: quick[k] for k in ("--batch-size", "--lr", "--encoder-init", "--precision")}
     assert experiments.experiment_runs("table4", "r", "dims", [0], None)[0].eval_flags["--num-eval-batches"] == 1
@@ -324,11 +324,11 @@ def test_reuse_with_other_settings_is_refused(tmp_path, fake):
 
 
 def test_train_steps_overrides_the_scale(tmp_path, fake, capsys):
-    runs, _ = experiments.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], train_steps=100001)
-    assert {r.train_flags["--train-steps"] for r in runs} == {100001}
+    runs, _ = experiments.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], train_steps=50001)
+    assert {r.train_flags["--train-steps"] for r in runs} == {50001}
     assert {r.train_flags["--content-n"] for r in runs if r.script == "main_mlp.py"} == {5}
-    experiments.main(["table1", "--scale", "dims", "--train-steps", "100001", "--list"])
-    assert "--train-steps 100001" in capsys.readouterr().out
+    experiments.main(["table1", "--scale", "dims", "--train-steps", "50001", "--list"])
+    assert "--train-steps 50001" in capsys.readouterr().out
     with pytest.raises(UserError, match="--train-steps must be at least 1"):
         experiments.main(["table1", "--train-steps", "0", "--dry-run"])
     run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi")  # quick: 15001 steps
