@@ -84,9 +84,10 @@ SCALES = {
 }
 # The paper's latent sizes (blocks of 5, encoding size 5) with the quick scale's CPU
 # recipe over more steps: at blocks of 5 that recipe needs about 34,000 steps for a
-# linear content R^2 of 0.9, and 50,001 steps leave 5 of Table 1's 9 models without
-# dependence short of convergence, where 100,001 converge all of them (REPRODUCTION.md,
-# "Table 1 at the paper's latent sizes"). Image/text runs as at the quick scale.
+# linear content R^2 of 0.9. 50,001 steps leave 2 of Table 1's 6 models without any
+# dependence short of convergence, 100,001 converge all 6 (the Cau row converges in
+# neither; REPRODUCTION.md, "Table 1 at the paper's latent sizes"). Image/text runs as
+# at the quick scale.
 SCALES["dims"] = {**SCALES["quick"], "sim_train": {
     **SCALES["quick"]["sim_train"], "--content-n": 5, "--style-n": 5, "--modality-n": 5,
     "--encoding-size": 5, "--train-steps": 100001}}
