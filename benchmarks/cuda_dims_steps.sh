@@ -23,8 +23,8 @@ S=$OUT/summary.txt
 t0=$(date +%s)
 { nvidia-smi -L; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"; } >>$S 2>&1
 # The dims scale's training flags, from the runner itself (the step count is chosen below).
-DIMS=$($PY -c 'from experiments import SCALES
-print(" ".join(f"{k} {v}" for k, v in SCALES["dims"]["sim_train"].items() if k != "--train-steps"))') || exit 1
+DIMS=$($PY -c 'from experiments import SCALES, render
+print(" ".join(render({**SCALES["dims"]["sim_train"], "--train-steps": None})))') || exit 1
 left() { echo $(( BUDGET - EVAL_S - ($(date +%s) - t0) )); }
 train() {  # id seed p(chg) steps
   timeout $(( $(left) > 1 ? $(left) : 1 )) $PY main_mlp.py --model-dir $W/m --model-id $1 --seed $2 --style-change-prob $3 \
