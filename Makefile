@@ -15,7 +15,13 @@ IMGTXT_FLAGS := --encoding-size 4 --batch-size 64 --lr 1e-3 --tau 0.1 --train-st
 
 venv: .venv/.installed
 
+# torch 2.14.1 from PyPI is a CUDA build (it runs on CPU too): a new .venv takes about 6 GB.
+VENV_FREE_GB := 6.5
+
 .venv/.installed: requirements.txt
+	@test -x $(PY) || python3 -c "import os, shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
+	sys.exit(0 if free >= $(VENV_FREE_GB) else 'make: .venv needs about $(VENV_FREE_GB) GB free ' \
+	f'(torch 2.14.1 is a CUDA build); {free:.1f} GB is free in {os.getcwd()}')"
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

@@ -278,6 +278,17 @@ def test_full_disk_while_saving(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "m" / "checkpoint.pt").exists()
 
 
+def test_make_refuses_a_venv_that_cannot_fit_on_the_disk(tmp_path):
+    """pip fills a small disk halfway through torch and ends in an OSError; make says why first."""
+    for name in ("Makefile", "requirements.txt"):
+        (tmp_path / name).write_bytes(open(os.path.join(ROOT, name), "rb").read())
+    done = subprocess.run(["make", "venv", "VENV_FREE_GB=1e9"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "make: .venv needs about 1e9 GB free (torch 2.14.1 is a CUDA build); " in done.stderr
+    assert f"GB is free in {tmp_path}" in done.stderr
+    assert not (tmp_path / ".venv").exists()
+
+
 def test_ctrl_c_while_saving_waits_for_the_file(tmp_path):
     """Raised inside torch.save, Ctrl-C came out as a RuntimeError read as a full disk."""
     def write(f):
