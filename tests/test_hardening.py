@@ -6,6 +6,7 @@ stderr holds one line and no traceback, and that no saved file changed.
 """
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -83,7 +84,6 @@ def test_imgtxt_resume_trains_the_folder_it_is_given(data, tmp_path):
     assert json.loads((copy / "args.json").read_text())["train_steps"] == 4
     assert not original.exists()
     # A copy: resuming it leaves the original untouched.
-    import shutil
     shutil.copytree(copy, tmp_path / "c" / "r")
     saved = digest(copy)
     main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path / "c"), "--model-id", "r",
@@ -281,7 +281,7 @@ def test_full_disk_while_saving(tmp_path, capsys, monkeypatch):
 def test_make_refuses_a_venv_that_cannot_fit_on_the_disk(tmp_path):
     """pip fills a small disk halfway through torch and ends in an OSError; make says why first."""
     for name in ("Makefile", "requirements.txt"):
-        (tmp_path / name).write_bytes(open(os.path.join(ROOT, name), "rb").read())
+        shutil.copy(os.path.join(ROOT, name), tmp_path)
     done = subprocess.run(["make", "venv", "VENV_FREE_GB=1e9"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode != 0
     assert "make: .venv needs about 1e9 GB free (torch 2.14.1 is a CUDA build); " in done.stderr
@@ -346,7 +346,6 @@ def test_runaway_caption_is_cut(tmp_path, capsys):
 
 
 def test_half_written_data_folder_is_refused(data, tmp_path, capsys):
-    import shutil
     half = tmp_path / "half"
     shutil.copytree(os.path.join(data, "train"), half / "train")
     fails(capsys, main_imgtxt.main, ["--datapath", half, "--model-dir", tmp_path / "models",
