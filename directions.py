@@ -18,6 +18,12 @@ recovered first (their R² are the squared canonical correlations), so the
 weakest shows the one direction a model has not learned. The table is also
 written to <folder>/directions.csv, a row per encoding, block, basis
 ("principal" or "canonical") and direction.
+
+With --content-dependent-style the style is s = s0 + B c + a, so a content
+direction u (a unit vector) is copied into the style with gain |B u|. The
+column style_gain holds it for every content direction (empty for the other
+blocks and for models without B): it shows whether the content the encoder
+learns least is the content that the style copies least.
 """
 from cli import UserError, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
@@ -61,17 +67,19 @@ def covariance(x):
 
 
 def principal_r2(h, y):
-    """[(share of variance, linear R² from h)] of y's principal directions, largest first."""
+    """[(share of variance, linear R² from h, unit direction)] of y's principal directions,
+    largest first."""
     variances, vectors = np.linalg.eigh(covariance(y))
     order = np.argsort(variances)[::-1]
     z = (y - y.mean(axis=0)) @ vectors[:, order]
     shares = variances[order] / variances.sum()
-    return [(float(share), float(LinearRegression().fit(h, z[:, i]).score(h, z[:, i])))
+    return [(float(share), float(LinearRegression().fit(h, z[:, i]).score(h, z[:, i])), vectors[:, order[i]])
             for i, share in enumerate(shares)]
 
 
 def canonical_r2(h, y):
-    """[(share of variance, linear R² from h)] of y's canonical directions, best recovered first.
+    """[(share of variance, linear R² from h, unit direction)] of y's canonical directions,
+    best recovered first.
 
     In whitened coordinates (unit covariance) the fit's covariance holds each direction's R²,
     so its eigenvalues are the squared canonical correlations. A direction's share is the
@@ -85,8 +93,10 @@ def canonical_r2(h, y):
     order = np.argsort(r2)[::-1]
     # The variate y·a with a = L^-T u has unit variance, so the share along a/|a| is 1/(|a|² tr cov).
     weights = np.linalg.solve(unwhiten.T, vectors[:, order])
-    shares = 1.0 / ((weights ** 2).sum(axis=0) * np.trace(cov))
-    return [(float(share), float(value)) for share, value in zip(shares, r2[order])]
+    norms = np.linalg.norm(weights, axis=0)
+    shares = 1.0 / (norms ** 2 * np.trace(cov))
+    return [(float(share), float(value), weights[:, i] / norms[i])
+            for i, (share, value) in enumerate(zip(shares, r2[order]))]
 
 
 def directions(folder, batches, seed, device):
@@ -94,25 +104,31 @@ def directions(folder, batches, seed, device):
     args, space, net = load_model(folder, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     data, _ = main_mlp.generate_data(space, net, MultiViewLpLoss(), batches, generator, False)
+    B = space.params["B"].double().numpy() if "B" in space.params else None
     views = range(1, args.n_views + 1)
     blocks = ["c", "s", *(f"m{k}" for k in views)]
     rows = []
     for encoding in (f"hz{k}" for k in views):
         for block in (b for b in blocks if data[b].shape[1] > 0):
             for basis, fn in (("principal", principal_r2), ("canonical", canonical_r2)):
-                for rank, (share, r2) in enumerate(fn(data[encoding], data[block]), start=1):
+                for rank, (share, r2, u) in enumerate(fn(data[encoding], data[block]), start=1):
+                    gain = float(np.linalg.norm(B @ u)) if B is not None and block == "c" else np.nan
                     rows.append({"encoding": encoding, "block": block, "basis": basis, "direction": rank,
-                                 "variance_share": share, "r2_linear": r2})
+                                 "variance_share": share, "r2_linear": r2, "style_gain": gain})
     return pd.DataFrame(rows)
 
 
 def wide_table(table, basis):
-    """One basis of the table: a row per block and direction, a column per encoding."""
+    """One basis of the table: a row per block and direction, a column per encoding
+    (and per encoding its style gains, for the content of a model with content-dependent style)."""
     part = table[table["basis"] == basis]
     wide = part.pivot_table(index=["block", "direction"], columns="encoding", values="r2_linear")
     if basis == "principal":  # the canonical shares differ per encoding
         wide.insert(0, "variance_share", part.groupby(["block", "direction"])["variance_share"].first())
-    return wide.round(3).to_string()
+    if part["style_gain"].notna().any():
+        gains = part.pivot_table(index=["block", "direction"], columns="encoding", values="style_gain")
+        wide = wide.join(gains.rename(columns=lambda e: f"{e} style_gain"))
+    return wide.round(3).to_string(na_rep="")
 
 
 def main(argv=None):
