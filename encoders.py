@@ -19,9 +19,6 @@ def get_mlp(n_in, n_out, layers, output_normalization=None, slope=0.01):
     return nn.Sequential(*modules)
 
 
-INITS = ("torch", "kaiming", "orthogonal", "whitened")
-
-
 def simulation_encoder(latent_dim, encoding_size, init="torch"):
     """The paper's simulation encoder: hidden widths [10d, 50d, 50d, 50d, 50d, 10d].
 

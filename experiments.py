@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import grids
 import slurm
 from cli import OneLineParser, UserError, flag_of, run_cli
-from facts import CHECKPOINT, MODEL_FILES, RECIPE_DEFAULTS
+from facts import CHECKPOINT, INITS, MODEL_FILES, RECIPE_DEFAULTS
 from files import FolderLock, atomic_write_json, read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,9 +152,10 @@ def merge(first, defaults):
     return {**first, **{k: v for k, v in defaults.items() if k not in first}}
 
 
-def experiment_runs(experiment, out, scale, seeds, datapath, rows=None, train_steps=None):
+def experiment_runs(experiment, out, scale, seeds, datapath, rows=None, train_steps=None, encoder_init=None):
     """The runs of an experiment's grid (or its `rows`) x seeds: where each trains and is evaluated, and how
-    (`train_steps`, if given, replaces every training's --train-steps)."""
+    (`train_steps`, if given, replaces every training's --train-steps; `encoder_init` every simulation
+    training's --encoder-init)."""
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.needs_data else "sim"
     data = {"--datapath": datapath} if record.needs_data else {}
@@ -169,6 +170,8 @@ def experiment_runs(experiment, out, scale, seeds, datapath, rows=None, train_st
             train = merge({**location(train_dir), **data, "--seed": seed, **row}, SCALES[scale][f"{kind}_train"])
             if train_steps is not None:
                 train["--train-steps"] = train_steps
+            if encoder_init is not None and kind == "sim":
+                train["--encoder-init"] = encoder_init
             evaluate = {**location(run_dir), **data, "--evaluate": True, "--load-args": True,
                         "--seed": seed + EVAL_SEED_OFFSET, **SCALES[scale][f"{kind}_eval"], **record.eval_flags}
             runs.append(Run(experiment, name, row, run_dir, train_dir, train, evaluate, record.script))
@@ -191,7 +194,7 @@ def data_plan(out, scale, datapath):
     return folder, Step("generate", folder, command("generate_m3di.py", SCALES[scale]["data"], folder))
 
 
-def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_steps=None):
+def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_steps=None, encoder_init=None):
     """All runs of the named experiments (their `rows` only, if given), and the data-generation Step (or None)."""
     runs, generate = [], None
     for experiment in experiments:
@@ -200,7 +203,7 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_s
             continue  # none of the rows asked for is in this grid
         if record.needs_data:
             datapath, generate = data_plan(out, scale, datapath)
-        runs += experiment_runs(experiment, out, scale, seeds, datapath, rows, train_steps)
+        runs += experiment_runs(experiment, out, scale, seeds, datapath, rows, train_steps, encoder_init)
     return runs, generate
 
 
@@ -588,6 +591,9 @@ def build_parser():
                         "recipe; paper: the paper's hyperparameters (quick)")
     p.add_argument("--train-steps", type=int, default=None, metavar="N",
                    help="train every model N steps instead of the scale's (e.g. 50001 with --scale dims)")
+    p.add_argument("--encoder-init", choices=INITS, default=None,
+                   help="initialise every simulation encoder this way instead of the scale's "
+                        "(e.g. whitened with --scale dims)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
     p.add_argument("--out", default="runs", help="output folder (runs/)")
     p.add_argument("--datapath", default=None,
@@ -638,6 +644,9 @@ def parse_args(argv):
     if args.train_steps is not None and args.train_steps < 1:
         raise UserError("--train-steps must be at least 1")
     args.experiments = list(dict.fromkeys(names)) or list(EXPERIMENTS)
+    if args.encoder_init is not None and all(grids.EXPERIMENTS[e].needs_data for e in args.experiments):
+        raise UserError(f"--encoder-init sets the simulation's encoders; {', '.join(args.experiments)} "
+                        "trains none (its image encoder is torchvision's ResNet-18)")
     if args.rows:
         known = {name for e in args.experiments for name, _ in grids.EXPERIMENTS[e].grid}
         missing = [row for row in args.rows if row not in known]
@@ -650,7 +659,7 @@ def parse_args(argv):
 def print_grids(args):
     for experiment in args.experiments:
         runs = experiment_runs(experiment, args.out, args.scale, args.seeds,
-                               args.datapath or "DATAPATH", args.rows, args.train_steps)
+                               args.datapath or "DATAPATH", args.rows, args.train_steps, args.encoder_init)
         if not runs:
             continue
         n_seeds = len(args.seeds)
@@ -688,7 +697,7 @@ def main(argv=None):
     if args.list:
         return print_grids(args)
     runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows,
-                                args.train_steps)
+                                args.train_steps, args.encoder_init)
     check_reuse(runs)
     jobs = group_jobs(runs)
     for job in jobs:

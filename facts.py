@@ -25,3 +25,5 @@ SHAPE_NAMES = ("teapot", "hammer", "chair", "snowman", "car", "lamp", "airplane"
 RECIPE_DEFAULTS = {"lr_schedule": "constant", "warmup_steps": 0, "adam_beta1": 0.9, "adam_beta2": 0.999,
                    "adam_eps": 1e-8, "weight_decay": 0.0, "grad_clip": 2.0, "precision": "fp32",
                    "encoder_init": "torch", "tau": 1.0}
+# main_mlp.py --encoder-init: the ways to initialise the simulation's encoders (encoders.py).
+INITS = ("torch", "kaiming", "orthogonal", "whitened")

@@ -27,10 +27,10 @@ import recipe
 import run
 import spaces
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
-from encoders import INITS, simulation_encoder, whiten_first_layer_
+from encoders import simulation_encoder, whiten_first_layer_
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import LpSimCLRLoss, MultiViewLpLoss
-from facts import DISCRETE_FLAGS, RECIPE_DEFAULTS
+from facts import DISCRETE_FLAGS, INITS, RECIPE_DEFAULTS
 from files import atomic_write_csv, atomic_write_json
 from utils import atomic_torch_save, load_into, set_seed, should_log
 

@@ -33,7 +33,7 @@ FIG3_METRIC = {"discrete": "acc_mlp", "continuous": "r2_krreg"}
 TITLES = {name: e.report_title for name, e in grids.EXPERIMENTS.items()}
 # Settings shown in the report's header (from args.json), to tell quick runs from the paper's.
 SHOWN_SETTINGS = {"sim": ("content_n", "style_n", "modality_n", "encoding_size", "batch_size",
-                          "train_steps", "lr"),
+                          "train_steps", "lr", "encoder_init"),
                   "imgtxt": ("batch_size", "train_steps", "lr", "tau", "datapath"),
                   "partial": ("view_latents", "content_coords", "encoding_size", "batch_size", "train_steps",
                               "lr")}

@@ -336,6 +336,20 @@ def test_train_steps_overrides_the_scale(tmp_path, fake, capsys):
         run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi", "--train-steps", "30001")
 
 
+def test_encoder_init_overrides_the_scale_for_simulation_runs_only(tmp_path, fake, capsys):
+    runs, _ = experiments.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], encoder_init="whitened")
+    sim = [r for r in runs if r.script == "main_mlp.py"]
+    assert sim and {r.train_flags["--encoder-init"] for r in sim} == {"whitened"}
+    assert all("--encoder-init" not in r.train_flags for r in runs if r.script == "main_imgtxt.py")
+    experiments.main(["table1", "--scale", "dims", "--encoder-init", "whitened", "--list"])
+    assert "--encoder-init whitened" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--encoder-init sets the simulation's encoders; figure3 trains none"):
+        experiments.main(["figure3", "--encoder-init", "whitened", "--dry-run"])
+    run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi")  # quick: kaiming
+    with pytest.raises(UserError, match=r"--encoder-init kaiming \(here whitened\)"):
+        run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi", "--encoder-init", "whitened")
+
+
 def test_jobs_run_everything_once(tmp_path, fake):
     assert run(tmp_path, "table1", "table4", "figure8", "--seeds", "2", "--jobs", "2") == 0
     trainings = fake.trainings()  # table1: 20, table4: 10, figure8: none of its own
