@@ -458,6 +458,13 @@ def test_bad_seeds_are_one_line_errors(flag):
         experiments.parse_args(["table1", "--seeds", flag])
 
 
+def test_seeds_zero_points_to_the_range_form():
+    """--seeds 0 is a count of none; the error says how to ask for seed 0 alone."""
+    with pytest.raises(UserError, match=r"--seeds: '0' is a count of seeds .*for seed 0 alone write 0-0"):
+        experiments.parse_args(["table1", "--seeds", "0"])
+    assert experiments.parse_args(["table1", "--seeds", "0-0"]).seeds == [0]
+
+
 def test_rows_and_seed_range_select_runs(tmp_path, capsys):
     assert run(tmp_path, "table1", "figure5", "--rows", "p1.0_multi", "p0.75_discs5_multi",
                "--seeds", "3-4", "--dry-run") == 0
