@@ -295,10 +295,15 @@ def test_ctrl_c_while_saving_waits_for_the_file(tmp_path):
         torch.save({"w": torch.zeros(3)}, f)
         signal.raise_signal(signal.SIGINT)  # arrives mid-write
         f.write(b"tail")
-    with pytest.raises(KeyboardInterrupt):
-        files.atomic_write(tmp_path / "m.pt", write)
+    # A shell's background jobs (make test &) inherit SIGINT ignored: install Python's own handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            files.atomic_write(tmp_path / "m.pt", write)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (tmp_path / "m.pt").read_bytes().endswith(b"tail")  # written in full, then interrupted
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigterm_while_saving_reaches_its_handler_after_the_file(tmp_path):
