@@ -620,12 +620,12 @@ def seed_list(text):
             if int(text) > MAX_SEEDS:
                 raise argparse.ArgumentTypeError(f"{text!r} names {int(text)} seeds; at most {MAX_SEEDS} "
                                                  "per command")
+            if int(text) == 0:  # a count of none: the user almost surely meant seed 0
+                raise argparse.ArgumentTypeError(f"{text!r} is a count of seeds (N means seeds 0..N-1), so "
+                                                 "none; for seed 0 alone write 0-0")
             seeds = list(range(int(text)))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not N, A-B or A,B,...") from None
-    if text.strip() == "0":  # a count, so no seeds: the user almost surely meant seed 0
-        raise argparse.ArgumentTypeError("'0' is a count of seeds (N means seeds 0..N-1), so none; "
-                                         "for seed 0 alone write 0-0")
     if not seeds or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"{text!r} gives no seeds (seeds are integers >= 0)")
     if len(seeds) > MAX_SEEDS or max(seeds) > MAX_SEED:
