@@ -12,7 +12,8 @@ hands the rest to this module:
                         step and whatever else a run needs to resume; and
                         each module's own <name>.pt
     evaluation_folder   a trained model's folder and settings for --evaluate
-    save_results        evaluation.json and results.csv, after printing
+    save_results        evaluation.json, provenance.json's evaluation entry and
+                        results.csv, after printing
     diverged            the one error of a training whose loss or weights stopped being finite
     entry_point         main(): parse, check, set up processes, dispatch
 """
@@ -26,9 +27,10 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 import metrics
+import provenance
 import recipe
 from cli import UserError, check_finite, first_line, flag_of
-from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
+from distributed import DistInfo, barrier, broadcast_object, cleanup, device_for, init_distributed
 from facts import CHECKPOINT
 from files import FolderLock, atomic_write_csv, atomic_write_json, check_writable, read_json
 from utils import all_finite, atomic_torch_save, state_dict_mismatch
@@ -120,6 +122,9 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
                             f"{info.world_size} processes")
         barrier(info)  # every rank has checked the folder before rank 0 fills it
         yield save_dir
+        if info.is_main:  # under the lock, once the segment has trained to its last step
+            provenance.record_training(save_dir, device_for(info, args.no_cuda), info.world_size,
+                                       train_steps=args.train_steps, resumed=args.resume)
 
 
 def save_checkpoint(save_dir, step, modules, optimizer, **extra):
@@ -256,6 +261,7 @@ def save_results(save_dir, results, args, saved, unused=(), **extra):
     settings = {k: v for k, v in vars(args).items() if k not in skip}
     atomic_write_json(os.path.join(save_dir, "evaluation.json"),
                       {**settings, "training_seed": saved.get("seed"), **extra})
+    provenance.record_evaluation(save_dir, device_for(DistInfo(), args.no_cuda))
     atomic_write_csv(results, os.path.join(save_dir, "results.csv"), index=True)
 
 
@@ -394,7 +400,9 @@ def entry_point(build_parser, check_args, train, evaluate):
                 if not info.is_main:
                     return None
                 with evaluation_lock(args):
+                    provenance.start("evaluation", argv)
                     return evaluate(args, device)
+            provenance.start("training", argv)
             return train(args, device, info, given_flags(parser, argv))
         except (MemoryError, RuntimeError) as err:
             if not out_of_memory(err):

@@ -29,7 +29,7 @@ def evaluate(tmp_path, model_id="m", extra=()):
 def test_train_then_evaluate(tmp_path, capsys):
     folder = train(tmp_path)
     assert sorted(os.listdir(folder)) == ["args.json", "checkpoint.pt", "f1.pt", "f2.pt", "g1.pt", "g2.pt",
-                                     "latent_space.pt", "metrics.csv"]
+                                     "latent_space.pt", "metrics.csv", "provenance.json"]
     saved = json.loads((folder / "args.json").read_text())
     assert saved["seed"] == 3 and saved["model_id"] == "m"
     out = capsys.readouterr().out + capsys.readouterr().err
