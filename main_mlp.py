@@ -444,11 +444,30 @@ def evaluate(args, device):
     results = probe_results(args, val, test, device)
     print("Regression results:")
     print(results.to_string(index=False))
+    if not args.permuted_content:
+        print(verdict(results, independent=not (args.statistical_dependence or args.content_dependent_style)))
     # Evaluation samples batches of EVAL_BATCH pairs, whatever --batch-size says.
     run.save_results(save_dir, results, args, saved, unused=("batch_size", "encoder_init"),
                      val_loss=val_loss, test_loss=test_loss, eval_batch=EVAL_BATCH,
                      mcc=content_mcc(test, args.n_views))
     return results
+
+
+# The claim, stated so that it holds on any CPU: content found, nothing else (nonlinear R²).
+CONTENT_FOUND, NOTHING_ELSE = 0.9, 0.05
+
+
+def verdict(results, independent=True):
+    """One line: does every encoding recover the content and, where the blocks are independent
+    (no --statistical-dependence, no --content-dependent-style), nothing else?
+    Dependent blocks are partly predictable from the content itself, so they are not judged."""
+    r2 = results.dropna(subset=["r2_nonlinear"])
+    content = r2[r2.predicted_factors == "c"].r2_nonlinear.min()
+    others = r2[~r2.predicted_factors.isin(("c", "c'"))].r2_nonlinear.max() if independent else float("nan")
+    found = content >= CONTENT_FOUND and not others > NOTHING_ELSE
+    rule = f"content >= {CONTENT_FOUND}" + (f", every other block <= {NOTHING_ELSE}" if independent else "")
+    seen = f"content at least {content:.3f}" + (f", other blocks at most {others:.3f}" if others == others else "")
+    return f"Verdict: {'as the theory predicts' if found else 'NOT as the theory predicts'} ({rule}; nonlinear R²: {seen})"
 
 
 def content_mcc(test, n_views):

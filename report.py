@@ -536,13 +536,25 @@ def partial_report(folder, runs, notes, png):
 
 def write_report(folder, experiment):
     """Write <folder>/report.md and the PNG figures; return the paths written."""
+    return build_report(folder, experiment)[1]
+
+
+def report_table(folder, experiment, into):
+    """The report's table of an experiment folder, its report and figures written into `into`."""
+    return build_report(folder, experiment, into)[0]
+
+
+def build_report(folder, experiment, into=None):
+    """(table, paths written): report.md and the PNG figures of `folder`, written into `into`
+    (default: the folder itself)."""
+    into = folder if into is None else into
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
     runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial"))
     if not runs:
         reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
-    png = os.path.join(folder, f"{experiment}.png")
+    png = os.path.join(into, f"{experiment}.png")
     if record.layout == "partial":
         table = partial_report(folder, runs, notes, png)
         legend = ("Cells: ours, mean ± std over seeds of the mean over the set's views. Each row is a "
@@ -593,14 +605,14 @@ def write_report(folder, experiment):
         lines += [f"Every run converged (content R² of hz1 at least {CONVERGED}).", ""]
     if notes:
         lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
-    curve_png = os.path.join(folder, f"{experiment}_curves.png")  # from each run's metrics.csv
+    curve_png = os.path.join(into, f"{experiment}_curves.png")  # from each run's metrics.csv
     drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png, f"{experiment}: training curves (metrics.csv of each run)")
     if drawn:
         lines += ["Training curves (metrics.csv of each run; one line per seed):", "",
                   f"![{experiment} training curves]({os.path.basename(curve_png)})", ""]
-    path = os.path.join(folder, "report.md")
+    path = os.path.join(into, "report.md")
     atomic_write_text(path, "\n".join(lines))
-    return [path, png, *([curve_png] if drawn else [])]
+    return table, [path, png, *([curve_png] if drawn else [])]
 
 
 def main(argv=None):

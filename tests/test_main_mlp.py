@@ -223,3 +223,21 @@ def test_checkpoint_of_other_shape_is_reported(tmp_path):
     path.write_text(path.read_text().replace('"encoding_size": 2', '"encoding_size": 3'))
     proc = run_cli("--model-dir", str(tmp_path), "--model-id", "m", "--evaluate", "--seed", "5", "--load-args")
     assert_one_line_error(proc, "g1.pt", "does not fit")
+
+
+def verdict_of(c, others, independent=True):
+    rows = [("hz1", "c", c), ("hz2", "c", c + 0.01), ("hz1", "c'", float("nan"))]
+    rows += [("hz1", name, value) for name, value in zip(("s", "m1", "m2"), others)]
+    return main_mlp.verdict(pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_nonlinear"]),
+                            independent)
+
+
+def test_verdict_states_the_claim_and_what_was_seen():
+    assert verdict_of(0.93, (0.02, 0.049, -0.01)) == (
+        "Verdict: as the theory predicts (content >= 0.9, every other block <= 0.05; "
+        "nonlinear R²: content at least 0.930, other blocks at most 0.049)")
+    assert verdict_of(0.93, (0.02, 0.06, 0.0)).startswith("Verdict: NOT as the theory predicts")
+    assert verdict_of(0.89, (0.0, 0.0, 0.0)).startswith("Verdict: NOT as the theory predicts")
+    # dependent style is predictable from the content: only the content is judged
+    assert verdict_of(0.95, (0.6, 0.0, 0.0), independent=False) == (
+        "Verdict: as the theory predicts (content >= 0.9; nonlinear R²: content at least 0.950)")

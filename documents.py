@@ -1,0 +1,145 @@
+"""The documents' generated blocks: tables and provenance lines made from the records in results/.
+
+A block in README.md, REPRODUCTION.md or docs/*.md reads
+
+    <!-- records: KIND PATH -->
+    ...generated lines...
+    <!-- /records -->
+
+with KIND one of
+    table       report.py's table of the experiment records folder PATH (e.g. results/quick/table1)
+    model       the R² table of the single model records folder PATH (e.g. results/demo/mlp)
+    provenance  one line: the runs under PATH, their commit, machine, dates and wall times
+
+    python documents.py            # rewrite every block, and report.py's figures in results/
+    python documents.py --check    # list the blocks that differ from the records; exit 1 if any
+
+tests/test_documents.py runs the check, so a document cannot quote a number that
+today's records do not give.
+"""
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+
+import report
+from cli import OneLineParser, UserError, run_cli
+from files import atomic_write_text
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DOCUMENTS = ("README.md", "REPRODUCTION.md", "docs/*.md")
+BLOCK = re.compile(r"(<!-- records: (\w+) (\S+) -->\n)(.*?)(<!-- /records -->)", re.S)
+KINDS = ("table", "model", "provenance")
+
+
+def document_paths(root=ROOT):
+    return [p for pattern in DOCUMENTS for p in sorted(glob.glob(os.path.join(root, pattern)))]
+
+
+def read_json_or_none(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def model_folders(path):
+    """The model records under path (itself, or its runs), those with a results.csv."""
+    if os.path.isfile(os.path.join(path, "results.csv")):
+        return [path]
+    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(path, "**", "results.csv"), recursive=True))
+
+
+def model_table(path):
+    """A simulation model's results.csv as one row per encoding and probe, one column per factor."""
+    results = report.read_results(os.path.join(path, "results.csv"))
+    results = results[results[["r2_linear", "r2_nonlinear"]].notna().any(axis=1)]  # c' without --permuted-content
+    factors = list(dict.fromkeys(results["predicted_factors"]))
+    lines = ["| encoding | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
+    for encoding, rows in results.groupby("encoding", sort=False):
+        for column, probe in (("r2_linear", "linear"), ("r2_nonlinear", "nonlinear")):
+            values = dict(zip(rows["predicted_factors"], rows[column]))
+            lines.append(f"| {encoding} ({probe} R²) | " + " | ".join(f"{values[f]:.3f}" for f in factors) + " |")
+    return "\n".join(lines)
+
+
+def minutes(seconds):
+    return f"{seconds / 60:.1f}"
+
+
+def provenance_line(path):
+    """Commit(s), machine, dates and wall times of every model under path, from provenance.json."""
+    folders = model_folders(path)
+    records = [read_json_or_none(os.path.join(f, "provenance.json")) or {} for f in folders]
+    trainings = [seg for r in records for seg in r.get("training", [])]
+    evaluations = [r["evaluation"] for r in records if "evaluation" in r]
+    if not evaluations:
+        raise UserError(f"{path}: no provenance.json with an evaluation: not a records folder of this project")
+    entries = trainings + evaluations
+    commits = sorted({e["commit"][:7] + ("+modified" if e.get("modified") else "") for e in entries if e.get("commit")})
+    machines = sorted({f"{e['device']}, {e['threads']} thread{'s' * (e['threads'] != 1)}" for e in entries})
+    dates = sorted(e["started"][:10] for e in entries if e.get("started"))
+    span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    parts = [f"Provenance: {len(folders)} model{'s' * (len(folders) != 1)} (`{os.path.relpath(path, ROOT)}`)",
+             f"commit {', '.join(commits)}", "; ".join(machines), span]
+    if trainings:
+        per_model = [sum(seg["wall_s"] for seg in r.get("training", [])) for r in records if r.get("training")]
+        parts.append(f"training {minutes(min(per_model))}-{minutes(max(per_model))} min per model "
+                     f"({sum(per_model) / 3600:.2f} h in all)" if len(per_model) > 1
+                     else f"training {minutes(per_model[0])} min")
+    parts.append(f"evaluation {minutes(sum(e['wall_s'] for e in evaluations))} min in all")
+    return ", ".join(parts) + "."
+
+
+def generate(kind, path, root=ROOT, figures=None):
+    """The lines of one block. figures: where report.py writes its report and figures
+    (the records folder itself when rewriting, a scratch folder when checking)."""
+    full = os.path.join(root, path)
+    if not os.path.isdir(full):
+        raise UserError(f"records folder not found: {path}")
+    if kind == "table":
+        into = full if figures is None else figures
+        return report.report_table(full, report.experiment_of(full), into)
+    if kind == "model":
+        return model_table(full)
+    return provenance_line(full)
+
+
+def render(text, root=ROOT, figures=None):
+    """The document with every block regenerated; (new text, paths of the blocks that changed)."""
+    changed = []
+
+    def block(match):
+        start, kind, path, old, end = match.groups()
+        if kind not in KINDS:
+            raise UserError(f"unknown block kind {kind!r} (one of {', '.join(KINDS)})")
+        new = generate(kind, path, root, figures).rstrip("\n") + "\n"
+        if new != old:
+            changed.append(f"{kind} {path}")
+        return start + new + end
+    return BLOCK.sub(block, text), changed
+
+
+def main(argv=None):
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    args = p.parse_args(argv)
+    stale = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for path in document_paths():
+            with open(path) as f:
+                text = f.read()
+            new, changed = render(text, figures=scratch if args.check else None)
+            stale += [f"{os.path.relpath(path, ROOT)}: {c}" for c in changed]
+            if changed and not args.check:
+                atomic_write_text(path, new)
+    for line in stale:
+        print(("stale " if args.check else "rewrote ") + line)
+    return 1 if stale and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main) or 0)

@@ -1,0 +1,64 @@
+"""The documents' generated blocks equal what documents.py makes of the records in results/."""
+import json
+import os
+
+import pytest
+
+import documents
+import main_mlp
+from cli import UserError
+
+TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+        "--batch-size", "32", "--num-eval-batches", "1", "--no-cuda"]
+
+
+def test_every_block_in_the_documents_matches_the_records(capsys):
+    assert documents.main(["--check"]) == 0, capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """A records root with one evaluated tiny model at results/demo/mlp."""
+    root = tmp_path_factory.mktemp("root")
+    common = ["--model-dir", str(root / "results" / "demo"), "--model-id", "mlp", *TINY]
+    main_mlp.main(common + ["--seed", "0", "--train-steps", "3"])
+    main_mlp.main(common + ["--seed", "1", "--evaluate"])
+    return root
+
+
+def test_a_stale_block_is_found_and_rewritten(records):
+    text = ("# Demo\n\n<!-- records: model results/demo/mlp -->\n| typed | by hand |\n<!-- /records -->\n"
+            "<!-- records: provenance results/demo/mlp -->\n<!-- /records -->\nafter\n")
+    new, changed = documents.render(text, root=str(records))
+    assert changed == ["model results/demo/mlp", "provenance results/demo/mlp"]
+    assert new.startswith("# Demo\n\n<!-- records: model results/demo/mlp -->\n| encoding | c | s | s~ | m1 | m2 |\n")
+    assert new.endswith("<!-- /records -->\nafter\n")
+    assert documents.render(new, root=str(records)) == (new, [])  # generated once, stable
+
+
+def test_model_table_holds_results_csv_values(records):
+    folder = records / "results" / "demo" / "mlp"
+    lines = documents.model_table(str(folder)).splitlines()
+    results = documents.report.read_results(str(folder / "results.csv"))
+    row = results[(results.encoding == "hz2") & (results.predicted_factors == "c")].iloc[0]
+    cells = [line for line in lines if line.startswith("| hz2 (nonlinear R²)")][0].split(" | ")
+    assert cells[1] == f"{row.r2_nonlinear:.3f}" and len(lines) == 2 + 4
+
+
+def test_provenance_line_names_commit_machine_and_times(records):
+    folder = records / "results" / "demo" / "mlp"
+    with open(folder / "provenance.json") as f:
+        record = json.load(f)
+    line = documents.provenance_line(str(folder))
+    assert record["training"][0]["commit"][:7] in line and record["evaluation"]["device"] in line
+    assert record["evaluation"]["started"][:10] in line and "training " in line and line.endswith(" min in all.")
+
+
+def test_errors_are_one_line(records, tmp_path):
+    with pytest.raises(UserError, match="records folder not found: results/none"):
+        documents.render("<!-- records: model results/none -->\n<!-- /records -->", root=str(records))
+    with pytest.raises(UserError, match="unknown block kind 'tabel'"):
+        documents.render("<!-- records: tabel results/demo -->\n<!-- /records -->", root=str(records))
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(UserError, match="no provenance.json with an evaluation"):
+        documents.provenance_line(str(tmp_path / "empty"))
