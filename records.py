@@ -17,7 +17,8 @@ from files import atomic_write
 
 # What a document may cite: settings, results, curves, per-set and per-direction tables,
 # and where they came from. Never weights (*.pt) or logs.
-KEPT = ("args.json", "results.csv", "evaluation.json", "metrics.csv", "partial.csv", "provenance.json")
+KEPT = ("args.json", "results.csv", "evaluation.json", "metrics.csv", "partial.csv", "provenance.json",
+        "evaluations.csv")
 KEPT_PATTERN = ("directions", ".csv")  # directions.py's tables: directions*.csv
 MAX_FILE = 2 * 2**20  # a larger "small file" is a mistake (a training curve logged every step?)
 
