@@ -241,6 +241,42 @@ def not_converged(runs, experiment, folder):
             if not value >= CONVERGED]
 
 
+NEAR = 0.02  # a verdict this close to CONVERGED may flip with the evaluation's own noise
+
+
+def near_threshold(runs, experiment, folder):
+    """Lines for the runs whose content R² lies within NEAR of CONVERGED: the spread over the
+    evaluation seeds of evaluations.py where the run has one, else how to get it."""
+    lines = []
+    for name, value in content_r2(runs, experiment, folder).items():
+        if not abs(value - CONVERGED) <= NEAR:
+            continue
+        path = os.path.join(folder, name, "evaluations.csv")
+        spread = evaluation_spread(path, content_factor(experiment))
+        if spread is None:
+            lines.append(f"- {name}: {number(value)} from one evaluation; for its spread, run "
+                         f"`python evaluations.py {os.path.join(folder, name)} --seeds 101-103 --num-eval-batches 5`")
+        else:
+            mean, std, low, high, n = spread
+            verdict = "converged" if mean >= CONVERGED else "not converged"
+            lines.append(f"- {name}: {number(mean)} ± {number(std)} (min {number(low)}, max {number(high)}) over "
+                         f"{n} evaluation seeds: {verdict}")
+    return lines
+
+
+def evaluation_spread(path, factor):
+    """(mean, std, min, max, seeds) of hz1's nonlinear R² of factor in an evaluations.csv, or None."""
+    try:
+        table = pd.read_csv(path)
+        values = pd.to_numeric(table[(table.encoding == "hz1") & (table.predicted_factors == factor)].r2_nonlinear,
+                               errors="coerce").dropna()
+    except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError):
+        return None
+    if len(values) < 2:
+        return None
+    return values.mean(), values.std(), values.min(), values.max(), len(values)
+
+
 def sim_values(runs, notes, key_of=sim_key):
     """{(row key, mode): {factor: [nonlinear R² of hz1, one per run]}}."""
     table = {}
@@ -603,6 +639,9 @@ def build_report(folder, experiment, into=None):
                   *(f"- {name}: {number(value)}" for name, value in stalled), ""]
     elif judged:
         lines += [f"Every run converged (content R² of hz1 at least {CONVERGED}).", ""]
+    near = near_threshold(runs, experiment, folder) if judged else []
+    if near:
+        lines += [f"Verdicts within {NEAR} of {CONVERGED}, which the evaluation's noise may flip:", "", *near, ""]
     if notes:
         lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     curve_png = os.path.join(into, f"{experiment}_curves.png")  # from each run's metrics.csv

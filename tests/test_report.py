@@ -76,7 +76,8 @@ def test_table1_markdown_values_and_png(tmp_path):
     assert table_row(md, "| 0.75 | - | - |")[5] == "n/a [1.00]"   # paper rows stay, even without runs
     assert "p0.75_uni_s0: no results.csv yet" in md
     # the unimodal run's content R² 0.8 < 0.9: marked and listed as not converged
-    assert "- p1.0_uni_s0: 0.80" in md and "- p1.0_multi_s0" not in md
+    listed = md.split("Verdicts within")[0]  # the not-converged list, before the near-threshold one
+    assert "- p1.0_uni_s0: 0.80" in listed and "- p1.0_multi_s0" not in listed
     assert "batch_size 512" in md and "![table1](table1.png)" in md
     assert_png(folder / "table1.png")
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
@@ -218,3 +219,20 @@ def test_bar_series_without_results_leave_the_legend(monkeypatch, tmp_path):
     report.plt.close(figures[0])
     assert set(colours) == {"m_i", "paper"}
     assert colours["m_i"][:3] == pytest.approx((0.173, 0.627, 0.173), abs=1e-3)  # C2, its colour beside c and s
+
+
+def test_verdicts_near_the_threshold_show_their_evaluation_spread(tmp_path):
+    folder = tmp_path / "table1"
+    sim_run(folder, "p1.0_multi_s0", r2={"c": 0.91})                      # near, one evaluation
+    near = sim_run(folder, "p1.0_multi_s1", r2={"c": 0.895}, seed=1)      # near, three evaluations
+    sim_run(folder, "p1.0_multi_s2", r2={"c": 0.99}, seed=2)              # far from the threshold
+    pd.DataFrame({"encoding": ["hz1"] * 3 + ["hz2"], "predicted_factors": ["c"] * 4,
+                  "r2_nonlinear": [0.90, 0.91, 0.92, 0.1], "eval_seed": [1, 2, 3, 1]}).to_csv(
+        near / "evaluations.csv", index=False)
+    report.write_report(str(folder), "table1")
+    md = (folder / "report.md").read_text()
+    section = md.split("Verdicts within 0.02 of 0.9, which the evaluation's noise may flip:")[1]
+    lines = section.strip().split("\n\n")[0].splitlines()
+    assert lines[0].startswith("- p1.0_multi_s0: 0.91 from one evaluation; for its spread, run `python evaluations.py")
+    assert lines[1] == "- p1.0_multi_s1: 0.91 ± 0.01 (min 0.90, max 0.92) over 3 evaluation seeds: converged"
+    assert len(lines) == 2
