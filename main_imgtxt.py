@@ -400,11 +400,27 @@ def factor_rows(modality, hz, splits, device, seed, rows):
 
 def evaluate(args, device):
     save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, check=check_args)
-    metadata = read_metadata(save_dir, saved)
     seed = args.seed
     set_seed(seed)
     print_args(args)
     print(f"Evaluation seed {seed} (training seed {saved.get('seed')}); device {device}")
+    splits, hz, seen, loss = encode_splits(args, device, save_dir, saved)
+
+    rows = []
+    for m in MODALITIES:
+        rows += factor_rows(m, hz, splits, device, seed, seen)
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    print(results.to_string())  # before writing: a failed write (full disk) loses nothing
+    run.save_results(save_dir, results, args, saved, unused=("checkpoint_steps", "save_all_checkpoints"),
+                     val_loss=loss["val"], test_loss=loss["test"])
+    print(f"Saved {os.path.join(save_dir, 'results.csv')}")
+    return results
+
+
+def encode_splits(args, device, save_dir, saved):
+    """The validation and test splits of a trained model's data and their encodings under
+    --eval-protocol: (splits, {split: {modality: array}}, {split: sample indices}, {split: loss})."""
+    metadata = read_metadata(save_dir, saved)
 
     vocab, vocab_path = model_vocabulary(args, save_dir)
     sequence_length = metadata["sequence_length"]
@@ -441,16 +457,7 @@ def evaluate(args, device):
     for split, ds in splits.items():
         hz[split], seen[split], loss[split] = encode(ds, encoders, args, device, loss_fn, args.eval_protocol)
         print(f"<{split.capitalize()} Loss>: {loss[split]:.4f}")
-
-    rows = []
-    for m in MODALITIES:
-        rows += factor_rows(m, hz, splits, device, seed, seen)
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    print(results.to_string())  # before writing: a failed write (full disk) loses nothing
-    run.save_results(save_dir, results, args, saved, unused=("checkpoint_steps", "save_all_checkpoints"),
-                     val_loss=loss["val"], test_loss=loss["test"])
-    print(f"Saved {os.path.join(save_dir, 'results.csv')}")
-    return results
+    return splits, hz, seen, loss
 
 
 # Data errors (datasets.DataError) are UserErrors: one line, even when a DataLoader worker raised them.

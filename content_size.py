@@ -1,0 +1,154 @@
+"""Estimate the number of content (shared) latents from a trained model's encodings, without ground truth.
+
+    python content_size.py runs/table1/p1.0_multi_s0        # a main_mlp.py or main_imgtxt.py model folder
+
+An encoder whose encoding size exceeds the content size can, once trained, only
+carry the content: whatever is not shared by the two views cannot be aligned.
+Its encodings then lie on a manifold of the content's dimension inside the
+larger encoding space, and an intrinsic-dimension estimator reads that
+dimension off held-out encodings alone. The estimate is the rounded mean of
+TwoNN (Facco et al., 2017) over the views' encodings, a choice made before any
+model was measured. The other estimators tried are reported beside it:
+    mle    Levina and Bickel's maximum likelihood (20 neighbours)
+    lpca   the number of principal components above 5 % of the largest's variance (global PCA)
+    cca    the number of canonical correlations above 0.9 between the two views' encodings
+           (linear directions shared by the views: an upper bound, since a curved content
+           manifold spans more linear directions than its dimension)
+content_size.csv in the model folder holds every estimate and, where the data
+have one (the simulation's --content-n), the true content size. The last line
+printed is `content size: N`.
+"""
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+
+from cli import OneLineParser, UserError, run_cli
+from files import atomic_write_csv, read_json
+
+FILE = "content_size.csv"
+MIN_PAIRS = 200      # TwoNN and MLE need enough neighbours to be stable
+CCA_SHARED = 0.9
+LPCA_ALPHA = 0.05
+
+
+def twonn(x):
+    import skdim  # numba's compilation: only when estimating
+    return float(skdim.id.TwoNN().fit(x).dimension_)
+
+
+def mle(x):
+    import skdim
+    return float(skdim.id.MLE(K=20).fit(x).dimension_)
+
+
+def lpca(x):
+    """Principal components with at least LPCA_ALPHA of the largest component's variance."""
+    var = np.linalg.eigvalsh(np.cov(x, rowvar=False))[::-1]
+    return float(np.sum(var >= LPCA_ALPHA * var[0])) if var[0] > 0 else 0.0
+
+
+def canonical_correlations(a, b, eps=1e-9):
+    """The canonical correlations of a and b (rows: pairs), largest first."""
+    def whiten(x):
+        x = x - x.mean(0)
+        u, s, _ = np.linalg.svd(x, full_matrices=False)
+        return u[:, s > eps * s.max()] if s.size and s.max() > 0 else u[:, :0]
+    wa, wb = whiten(a), whiten(b)
+    return np.linalg.svd(wa.T @ wb, compute_uv=False)
+
+
+def cca(a, b):
+    return float(np.sum(canonical_correlations(a, b) >= CCA_SHARED))
+
+
+def estimate(encodings, truth=None):
+    """The estimates table of {view name: encodings (pairs x encoding size)}, and the estimate."""
+    rows = []
+    for name, x in encodings.items():
+        for estimator, fn in (("twonn", twonn), ("mle", mle), ("lpca", lpca)):
+            rows.append((estimator, name, fn(x)))
+    names = list(encodings)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            rows.append(("cca", f"{a}~{b}", cca(encodings[a], encodings[b])))
+    table = pd.DataFrame(rows, columns=["estimator", "encoding", "value"])
+    content_size = int(round(table[table.estimator == "twonn"].value.mean()))
+    table["estimate"] = content_size
+    table["truth"] = truth
+    return table, content_size
+
+
+def check_pairs(encodings, where):
+    for name, x in encodings.items():
+        if x.shape[0] < MIN_PAIRS:
+            raise UserError(f"{where}: {x.shape[0]} pairs to estimate from, need at least {MIN_PAIRS}")
+        if not np.isfinite(x).all():
+            raise UserError(f"{where}: {name} has non-finite encodings (a diverged training?)")
+
+
+def simulation_encodings(model_dir, seed, batches, no_cuda):
+    """{hz1: ..., hz2: ...} of fresh held-out pairs, and the true content size."""
+    import torch
+
+    import main_mlp
+    from utils import get_device
+    parent, name = os.path.split(os.path.normpath(model_dir))
+    args = main_mlp.build_parser().parse_args(["--model-dir", parent or ".", "--model-id", name, "--evaluate",
+                                               "--load-args", "--seed", str(seed), "--num-eval-batches", "1"])
+    save_dir, saved = main_mlp.load_for_evaluation(args)
+    if args.view_latents:
+        raise UserError(f"{model_dir} sees its latents through --view-latents: each set of views has "
+                        "its own content, and this estimate assumes one content shared by all views")
+    device = get_device(no_cuda)
+    space, net = main_mlp.load_trained(args, save_dir, saved, device)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    data, _ = main_mlp.generate_data(space, net, main_mlp.simulation_loss(args), batches, gen, False)
+    return {f"hz{k}": data[f"hz{k}"] for k in range(1, args.n_views + 1)}, args.content_n
+
+
+def imgtxt_encodings(model_dir, seed, no_cuda):
+    """{image: ..., text: ...} of the test split (no ground-truth content size: see docs)."""
+    import main_imgtxt
+    import run
+    from utils import get_device
+    parent, name = os.path.split(os.path.normpath(model_dir))
+    saved = read_json(os.path.join(model_dir, "args.json"), "args.json")
+    args = main_imgtxt.build_parser().parse_args(["--model-dir", parent or ".", "--model-id", name, "--evaluate",
+                                                  "--load-args", "--seed", str(seed), "--datapath",
+                                                  saved["datapath"], "--workers", "0"])
+    save_dir, saved = run.evaluation_folder(args, main_imgtxt.build_parser(),
+                                                         main_imgtxt.LOADED_ARGS, check=main_imgtxt.check_args)
+    _, hz, _, _ = main_imgtxt.encode_splits(args, get_device(no_cuda), save_dir, saved)
+    return hz["test"], None
+
+
+def main(argv=None):
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="a trained model folder of main_mlp.py or main_imgtxt.py")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the held-out pairs (simulation)")
+    p.add_argument("--num-batches", type=int, default=1, help="simulation: batches of 4,096 held-out pairs (1)")
+    p.add_argument("--no-cuda", action="store_true")
+    args = p.parse_args(argv)
+    saved = read_json(os.path.join(args.model, "args.json"), "args.json")
+    if not isinstance(saved, dict):
+        raise UserError(f"{args.model}/args.json does not hold a model's arguments")
+    if args.num_batches < 1:
+        raise UserError(f"--num-batches must be at least 1, got {args.num_batches}")
+    if "datapath" in saved:
+        encodings, truth = imgtxt_encodings(args.model, args.seed, args.no_cuda)
+    else:
+        encodings, truth = simulation_encodings(args.model, args.seed, args.num_batches, args.no_cuda)
+    check_pairs(encodings, args.model)
+    table, content_size = estimate(encodings, truth)
+    atomic_write_csv(table, os.path.join(args.model, FILE))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if truth is not None:
+        print(f"true content size: {truth}")
+    print(f"content size: {content_size}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main) or 0)

@@ -1,0 +1,70 @@
+"""content_size.py: the intrinsic dimension of the encodings estimates the content size."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import content_size
+import main_mlp
+from cli import UserError
+
+
+def embed(z, out_dim, seed):
+    """A smooth nonlinear embedding of z into out_dim dimensions (a random two-layer network)."""
+    rng = np.random.default_rng(seed)
+    w1, w2 = rng.normal(size=(z.shape[1], 32)), rng.normal(size=(32, out_dim)) / np.sqrt(32)
+    return np.tanh(z @ w1 * 0.5) @ w2
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_nonlinear_embeddings_of_a_k_dimensional_gaussian_give_k(k):
+    z = np.random.default_rng(k).normal(size=(4000, k))
+    table, estimate = content_size.estimate({"hz1": embed(z, 10, 1), "hz2": embed(z, 10, 2)}, truth=k)
+    assert estimate == k
+    assert set(table.estimator) == {"twonn", "mle", "lpca", "cca"} and (table.truth == k).all()
+    twonn = table[table.estimator == "twonn"].value
+    assert (abs(twonn - k) < 0.5).all()
+
+
+def test_canonical_correlations_match_the_shared_directions():
+    rng = np.random.default_rng(0)
+    shared, a_own, b_own = rng.normal(size=(5000, 2)), rng.normal(size=(5000, 2)), rng.normal(size=(5000, 3))
+    a = np.hstack([shared, a_own]) @ rng.normal(size=(4, 4))
+    b = np.hstack([shared, b_own]) @ rng.normal(size=(5, 5))
+    rho = content_size.canonical_correlations(a, b)
+    assert rho[:2] == pytest.approx([1.0, 1.0], abs=1e-9) and (rho[2:] < 0.1).all()
+    assert content_size.cca(a, b) == 2
+
+
+def test_the_script_on_a_trained_model(tmp_path, capsys):
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--seed", "0", "--content-n", "2",
+                   "--style-n", "2", "--modality-n", "2", "--encoding-size", "4", "--batch-size", "64",
+                   "--train-steps", "20", "--no-cuda"])
+    content_size.main([str(tmp_path / "m"), "--no-cuda", "--num-batches", "2"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == "true content size: 2" and lines[-1].startswith("content size: ")
+    table = pd.read_csv(tmp_path / "m" / content_size.FILE)
+    assert (table.truth == 2).all() and lines[-1] == f"content size: {table.estimate[0]}"
+    assert list(table[table.estimator == "cca"].encoding) == ["hz1~hz2"]
+
+
+def test_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="args.json not found"):
+        content_size.main([str(tmp_path)])
+    with pytest.raises(UserError, match="100 pairs to estimate from, need at least 200"):
+        content_size.check_pairs({"hz1": np.zeros((100, 3))}, "m")
+    with pytest.raises(UserError, match="hz1 has non-finite encodings"):
+        content_size.check_pairs({"hz1": np.full((300, 3), np.nan)}, "m")
+
+
+def test_image_text_models_are_estimated_per_modality(tmp_path, capsys, monkeypatch):
+    import main_imgtxt
+    from m3di_fixture import write_m3di
+    monkeypatch.setattr(content_size, "MIN_PAIRS", 20)  # the fixture's test split is small
+    data = write_m3di(str(tmp_path / "m3di"), sizes={"train": 16, "val": 10, "test": 40})
+    main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "it", "--seed", "0",
+                      "--batch-size", "8", "--train-steps", "2", "--hidden-size", "16", "--workers", "0",
+                      "--encoding-size", "4"])
+    content_size.main([str(tmp_path / "it")])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("content size: ")
+    table = pd.read_csv(tmp_path / "it" / content_size.FILE)
+    assert set(table.encoding) == {"image", "text", "image~text"} and table.truth.isna().all()
