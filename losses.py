@@ -16,6 +16,25 @@ def pairwise_lp(a, b, p=2.0):
     return torch.cdist(a, b, p=p).pow(p)
 
 
+class LearnedTemperature(nn.Module):
+    """A temperature trained with the encoders, as CLIP's: tau = exp(log_tau), started at the
+    given tau and kept at least MIN (CLIP caps its logit scale 1 / tau at 100).
+    Calling it gives tau as a tensor that carries the gradient."""
+    MIN = 0.01
+
+    def __init__(self, tau):
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.tensor(math.log(tau)))
+
+    def forward(self):
+        return self.log_tau.clamp(min=math.log(self.MIN)).exp()
+
+
+def temperature(tau):
+    """The value of a temperature: a number, or a LearnedTemperature's current tensor."""
+    return tau() if isinstance(tau, nn.Module) else tau
+
+
 class LpSimCLRLoss(nn.Module):
     """InfoNCE with negative L_p distances as similarities (Zimmermann et al., 2021).
 
@@ -40,40 +59,45 @@ class LpSimCLRLoss(nn.Module):
             raise TypeError(f"LpSimCLRLoss takes (anchors, positives, negatives) or the published "
                             f"six arguments, got {len(encodings)}")
         a, b, n = encodings[-3:]
+        tau = temperature(self.tau)
         if self.p == 2 and self.pow and self.simclr_denominator and not self.simclr_compatibility_mode:
-            loss_pos, loss_neg = self._l2_terms(a, b, n)
+            loss_pos, loss_neg = self._l2_terms(a, b, n, tau)
         else:
-            loss_pos, loss_neg = self._general_terms(a, b, n)
+            loss_pos, loss_neg = self._general_terms(a, b, n, tau)
         loss = 2 * (self.alpha * loss_pos + (1.0 - self.alpha) * loss_neg)
         return loss.mean(), loss, [loss_pos.mean(), loss_neg.mean()]
 
-    def _l2_terms(self, a, b, n):
+    def _l2_terms(self, a, b, n, tau):
         """The default case in few passes over the n x n matrix.
 
         -|a_i - n_j|^2 = 2 a_i.n_j - |n_j|^2 - |a_i|^2; the row constant -|a_i|^2 is
-        taken out of the log-sum-exp, so the only n x n matrix is one fused addmm.
+        taken out of the log-sum-exp, so the only n x n matrix is one fused addmm
+        (addmm's alpha takes a number: a learned temperature scales the product instead).
         """
-        inv_tau = 1.0 / self.tau
+        inv_tau = 1.0 / tau
         sq_a = (a * a).sum(1)
         pos = ((a - b) ** 2).sum(1)
-        scores = torch.addmm((n * n).sum(1) * -inv_tau, a, n.T, alpha=2.0 * inv_tau)
+        if isinstance(inv_tau, torch.Tensor):
+            scores = ((n * n).sum(1) * -inv_tau) + (a @ n.T) * (2.0 * inv_tau)
+        else:
+            scores = torch.addmm((n * n).sum(1) * -inv_tau, a, n.T, alpha=2.0 * inv_tau)
         lse_neg = torch.logsumexp(scores, dim=1) - sq_a * inv_tau
         loss_neg = torch.logaddexp(lse_neg, -pos * inv_tau) - math.log(n.shape[0] + 1)
         return pos * inv_tau, loss_neg
 
-    def _general_terms(self, a, b, n):
+    def _general_terms(self, a, b, n, tau):
         neg = pairwise_lp(a, n, self.p)
         pos = (a - b).abs().pow(self.p).sum(-1)
         if not self.pow:
             neg, pos = neg.pow(1.0 / self.p), pos.pow(1.0 / self.p)
         if self.simclr_compatibility_mode or self.simclr_denominator:
-            logits = torch.cat((-neg, -pos.unsqueeze(1)), dim=1) / self.tau
+            logits = torch.cat((-neg, -pos.unsqueeze(1)), dim=1) / tau
         else:
-            logits = -neg / self.tau
+            logits = -neg / tau
         loss_neg = torch.logsumexp(logits, dim=1)
         if not self.simclr_compatibility_mode:
             loss_neg = loss_neg - math.log(logits.shape[1])  # logmeanexp
-        return pos / self.tau, loss_neg
+        return pos / tau, loss_neg
 
 
 def symmetric_lp_loss(loss_fn, h1, h2, h1_neg, h2_neg):

@@ -29,7 +29,7 @@ import spaces
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import simulation_encoder, whiten_first_layer_
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
-from losses import LpSimCLRLoss, MultiViewLpLoss
+from losses import LearnedTemperature, LpSimCLRLoss, MultiViewLpLoss
 from facts import DISCRETE_FLAGS, INITS, RECIPE_DEFAULTS
 from files import atomic_write_csv, atomic_write_json
 from utils import atomic_torch_save, load_into, set_seed, should_log
@@ -52,7 +52,7 @@ LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent
                "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
                "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
                "discrete_content", "discrete_style", "discrete_modality", "n_views", "tau",
-               "view_latents", "content_coords")
+               "view_latents", "content_coords", "learn_tau")
 
 
 def build_parser():
@@ -83,6 +83,10 @@ def build_parser():
     p.add_argument("--tau", type=float, default=1.0,
                    help="temperature of the L2 InfoNCE loss (default 1.0, the published one); "
                         "the loss divides the squared distances by it")
+    p.add_argument("--learn-tau", action="store_true",
+                   help="learn the temperature with the encoders, as CLIP does: log tau is a trained "
+                        f"parameter that starts at --tau and stays at least {LearnedTemperature.MIN} "
+                        "(saved as temperature.pt; off by default, the published fixed temperature)")
     p.add_argument("--encoder-init", choices=INITS, default=RECIPE_DEFAULTS["encoder_init"],
                    help="initialisation of the encoders g1, g2, ...: torch's default Linear init "
                         "(the published scripts'), kaiming (He et al. for leaky ReLU, zero biases), "
@@ -123,6 +127,9 @@ def check_args(args):
         check_finite(flag, value)
     if not 0.0 < args.tau < float("inf"):
         raise UserError(f"--tau must be a finite number > 0, got {args.tau}")
+    if getattr(args, "learn_tau", False) and args.tau < LearnedTemperature.MIN:
+        raise UserError(f"--learn-tau starts at --tau, which must then be at least {LearnedTemperature.MIN}, "
+                        f"got {args.tau}")
     check_discrete(args)
     partial.check_args(args, build_parser())
 
@@ -209,12 +216,35 @@ def local_rows(blocks, batch_size, info):
     return {k: torch.cat((v[:batch_size][sl], v[batch_size:][sl])) for k, v in blocks.items()}
 
 
-def simulation_loss(args, info=DistInfo()):
-    """The training and evaluation loss: L2 InfoNCE at temperature --tau (1.0 as published);
-    with --view-latents summed over the sets of views (partial.SetLoss)."""
+def simulation_loss(args, info=DistInfo(), tau=None):
+    """The training and evaluation loss: L2 InfoNCE at temperature --tau (1.0 as published),
+    or `tau`, a LearnedTemperature (--learn-tau); with --view-latents summed over the sets of
+    views (partial.SetLoss)."""
+    tau = getattr(args, "tau", 1.0) if tau is None else tau
     if getattr(args, "view_latents", None):
-        return partial.SetLoss(partial.layout(args), info, base=LpSimCLRLoss(tau=args.tau))
-    return MultiViewLpLoss(info, base=LpSimCLRLoss(tau=getattr(args, "tau", 1.0)))
+        return partial.SetLoss(partial.layout(args), info, base=LpSimCLRLoss(tau=tau))
+    return MultiViewLpLoss(info, base=LpSimCLRLoss(tau=tau))
+
+
+TEMPERATURE = "temperature"  # --learn-tau: the module's name in checkpoint.pt, and temperature.pt
+
+
+def learned_temperature(args, device, info=DistInfo()):
+    """--learn-tau's temperature, its gradient averaged over processes (it lives outside DDP's
+    module), or None for the fixed --tau."""
+    if not args.learn_tau:
+        return None
+    tau = LearnedTemperature(args.tau).to(device)
+    if info.enabled:
+        tau.log_tau.register_hook(lambda grad: mean_over_ranks(grad, info))
+    return tau
+
+
+def load_temperature(args, save_dir, device):
+    """The trained temperature of a --learn-tau model, or None for the fixed --tau."""
+    if not args.learn_tau:
+        return None
+    return load_into(LearnedTemperature(args.tau), os.path.join(save_dir, f"{TEMPERATURE}.pt")).to(device)
 
 
 def train_step(space, net, loss_fn, optimizer, params, args, generator, info=DistInfo()):
@@ -297,8 +327,8 @@ def whiten_encoders_(space, net, seed, n=8192):
         whiten_first_layer_(g, torch.cat(xs))
 
 
-def save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen):
-    run.save_checkpoint(save_dir, step, net.encoders(), optimizer,
+def save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen):
+    run.save_checkpoint(save_dir, step, trained, optimizer,
                         generator=gen.get_state(), probe_generator=probe_gen.get_state())
 
 
@@ -317,9 +347,13 @@ def train(args, device, info=DistInfo(), given=()):
 
 
 def run_training(args, device, info, save_dir, space, net):
-    params = list({id(p): p for g in net.encoders().values() for p in g.parameters()}.values())
-    optimizer = recipe.build_optimizer(params, args)
-    loss_fn = simulation_loss(args, info)
+    tau = learned_temperature(args, device, info)
+    trained = {**net.encoders(), **({TEMPERATURE: tau} if tau is not None else {})}
+    params = list({id(p): p for m in trained.values() for p in m.parameters()}.values())
+    groups = params if tau is None else [  # as CLIP's logit scale, the temperature is not decayed
+        {"params": params[:-1]}, {"params": params[-1:], "weight_decay": 0.0}]
+    optimizer = recipe.build_optimizer(groups, args)
+    loss_fn = simulation_loss(args, info, tau)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)
     first = 1
@@ -327,8 +361,7 @@ def run_training(args, device, info, save_dir, space, net):
         def restore(state):
             gen.set_state(state["generator"])
             probe_gen.set_state(state["probe_generator"])
-        first = run.load_checkpoint(save_dir, net.encoders(), optimizer, restore,
-                                    args.train_steps)
+        first = run.load_checkpoint(save_dir, trained, optimizer, restore, args.train_steps)
     ddp_net = wrap_ddp(net, info, device)
     curve = metrics.open_log(save_dir, first, args, info.is_main)  # metrics.csv
 
@@ -345,10 +378,11 @@ def run_training(args, device, info, save_dir, space, net):
         if logging and info.is_main:
             # Probe first: a step whose encodings are no longer finite is not saved.
             # rank 0 alone: a loss that gathers nothing
-            val_loss, r2 = quick_probe(space, net, simulation_loss(args), probe_gen, args, save_dir, step)
+            val_loss, r2 = quick_probe(space, net, simulation_loss(args, tau=tau), probe_gen, args, save_dir, step)
+            learned = {"tau": float(tau())} if tau is not None else {}
             curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value, fresh_batch_loss=val_loss,
-                        **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
-            save_checkpoint(save_dir, net, optimizer, step, gen, probe_gen)
+                        **learned, **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
+            save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen)
             tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
                        "linear R^2 from hz1: "
                        + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))
@@ -431,7 +465,7 @@ def evaluate(args, device):
         return evaluate_partial(args, device, save_dir, saved)
     space, net = load_trained(args, save_dir, saved, device)
 
-    loss_fn = simulation_loss(args)  # --tau: give it, or restore it with --load-args
+    loss_fn = simulation_loss(args, tau=load_temperature(args, save_dir, device))  # --tau: give it, or --load-args
     gen = torch.Generator(device=device).manual_seed(args.seed)
     val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
     test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
@@ -487,7 +521,8 @@ def evaluate_partial(args, device, save_dir, saved):
         load_into(f, os.path.join(save_dir, f"f{k}.pt"))
         load_into(g, os.path.join(save_dir, f"g{k}.pt"))
     net = ViewEncoder(mixings, encoders).to(device).eval()
-    loss_fn, gen = simulation_loss(args), torch.Generator(device=device).manual_seed(args.seed)
+    loss_fn = simulation_loss(args, tau=load_temperature(args, save_dir, device))
+    gen = torch.Generator(device=device).manual_seed(args.seed)
     val, val_loss = partial.encode(space, net, loss_fn, args.num_eval_batches, EVAL_BATCH, gen)
     test, test_loss = partial.encode(space, net, loss_fn, args.num_eval_batches, EVAL_BATCH, gen)
     print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")

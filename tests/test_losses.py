@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from losses import LpSimCLRLoss, infonce_loss, pairwise_lp, symmetric_infonce, symmetric_lp_loss
+from losses import LearnedTemperature, LpSimCLRLoss, infonce_loss, pairwise_lp, symmetric_infonce, symmetric_lp_loss
 
 
 def direct_lp_loss(a, b, neg, tau=1.0, alpha=0.5):
@@ -108,9 +108,30 @@ def test_fast_and_general_paths_agree():
     a, b, n = (torch.tensor(rng.normal(size=(9, 4)) * 3) for _ in range(3))
     loss = LpSimCLRLoss(tau=0.5)
     fast = loss(None, None, None, a, b, n)
-    general = loss._general_terms(a, b, n)
+    general = loss._general_terms(a, b, n, 0.5)
     ref = 2 * (0.5 * general[0] + 0.5 * general[1])
     torch.testing.assert_close(fast[1], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_a_learned_temperature_gives_the_fixed_loss_and_its_gradient():
+    rng = np.random.default_rng(9)
+    a, b, n = (torch.tensor(rng.normal(size=(9, 4))) for _ in range(3))
+    learned = LearnedTemperature(0.5).double()
+    loss = LpSimCLRLoss(tau=learned)(a, b, n)[0]
+    torch.testing.assert_close(loss, LpSimCLRLoss(tau=0.5)(a, b, n)[0], rtol=1e-7, atol=0)  # log tau is float32
+    loss.backward()
+    # d loss / d log tau, by central differences of the fixed-temperature loss
+    h = 1e-6
+    numeric = (LpSimCLRLoss(tau=0.5 * np.exp(h))(a, b, n)[0] - LpSimCLRLoss(tau=0.5 * np.exp(-h))(a, b, n)[0]) / (2 * h)
+    assert learned.log_tau.grad.item() == pytest.approx(numeric.item(), rel=1e-5)
+    assert list(dict(LpSimCLRLoss(tau=learned).named_parameters())) == ["tau.log_tau"]
+
+
+def test_a_learned_temperature_stays_above_its_minimum():
+    learned = LearnedTemperature(0.02)
+    with torch.no_grad():
+        learned.log_tau.fill_(-20.0)
+    assert learned().item() == pytest.approx(LearnedTemperature.MIN)
 
 
 def test_non_default_options_use_the_formula():

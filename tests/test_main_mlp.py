@@ -241,3 +241,26 @@ def test_verdict_states_the_claim_and_what_was_seen():
     # dependent style is predictable from the content: only the content is judged
     assert verdict_of(0.95, (0.6, 0.0, 0.0), independent=False) == (
         "Verdict: as the theory predicts (content >= 0.9; nonlinear R²: content at least 0.950)")
+
+
+def test_learn_tau_trains_saves_resumes_and_evaluates(tmp_path):
+    flags = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
+             "--batch-size", "32", "--lr", "1e-2", "--log-steps", "1", "--no-cuda", "--learn-tau", "--tau", "0.5"]
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "full", "--seed", "0", "--train-steps", "6", *flags])
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "cut", "--seed", "0", "--train-steps", "3", *flags])
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "cut", "--resume", "--train-steps", "6"])
+    for name in ("g1.pt", "temperature.pt"):
+        full, cut = (torch.load(tmp_path / m / name, weights_only=True) for m in ("full", "cut"))
+        assert all(torch.equal(full[k], cut[k]) for k in full), name
+    taus = pd.read_csv(tmp_path / "full" / "metrics.csv")["tau"]
+    assert taus[0] != 0.5 and taus.nunique() == 6  # learned: it moves from --tau at every step
+    learned = float(torch.load(tmp_path / "full" / "temperature.pt", weights_only=True)["log_tau"].exp())
+    assert learned == pytest.approx(taus.iloc[-1], rel=1e-6)
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "full", "--evaluate", "--load-args", "--seed", "1",
+                   "--num-eval-batches", "1"])
+    assert json.loads((tmp_path / "full" / "evaluation.json").read_text())["learn_tau"] is True
+
+
+def test_learn_tau_needs_a_start_above_its_minimum(tmp_path):
+    with pytest.raises(cli.UserError, match="--learn-tau starts at --tau, which must then be at least 0.01, got 0.001"):
+        main_mlp.main(["--model-dir", str(tmp_path), "--learn-tau", "--tau", "0.001", "--train-steps", "2"])
