@@ -140,14 +140,21 @@ def main(argv=None):
         encodings, truth = imgtxt_encodings(args.model, args.seed, args.no_cuda)
     else:
         encodings, truth = simulation_encodings(args.model, args.seed, args.num_batches, args.no_cuda)
-    check_pairs(encodings, args.model)
+    write(args.model, encodings, truth)
+    return 0
+
+
+def write(model_dir, encodings, truth=None):
+    """Estimate, write content_size.csv into the model folder and print the table; the last
+    line printed is `content size: N`. main_mlp.py --estimate-content-size calls this too."""
+    check_pairs(encodings, model_dir)
     table, content_size = estimate(encodings, truth)
-    atomic_write_csv(table, os.path.join(args.model, FILE))
+    atomic_write_csv(table, os.path.join(model_dir, FILE))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if truth is not None:
         print(f"true content size: {truth}")
     print(f"content size: {content_size}")
-    return 0
+    return content_size
 
 
 if __name__ == "__main__":

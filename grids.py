@@ -34,6 +34,31 @@ PARTIAL_ROWS = (("yao_truth", {"--view-latents": YAO_VIEWS, "--content-coords": 
                                "--encoding-size": 4}))
 
 
+# content_size: encoders of 1, 2 and 3 times the content size (3, as at the quick scale) on
+# Table 1's rows, a unimodal row, Figure 5's discrete content and K = 3, 4 views, each with
+# the fixed and with a learned temperature (--learn-tau).
+CONTENT_N = 3
+SIZE_FACTORS = (1, 2, 3)
+SIZE_ROWS = (
+    ("p1.0_multi", {"--style-change-prob": 1.0}),
+    ("p0.75_multi", {"--style-change-prob": 0.75}),
+    ("p0.75_stat_multi", {"--style-change-prob": 0.75, "--statistical-dependence": True}),
+    ("p0.75_cau_multi", {"--style-change-prob": 0.75, "--content-dependent-style": True}),
+    ("p0.75_stat_cau_multi", {"--style-change-prob": 0.75, "--statistical-dependence": True,
+                              "--content-dependent-style": True}),
+    ("p1.0_uni", {"--style-change-prob": 1.0, "--shared-mixing": True, "--shared-encoder": True}),
+    (f"p0.75_discc{FIG5_K}_multi", {"--style-change-prob": 0.75, DISCRETE_FLAGS["c"]: FIG5_K}),
+    ("p1.0_k3_multi", {"--n-views": 3}),
+    ("p1.0_k4_multi", {"--n-views": 4}),
+)
+
+
+def size_grid():
+    return tuple((f"{name}_enc{CONTENT_N * k}" + "_lt" * learn,
+                  {**row, "--content-n": CONTENT_N, "--encoding-size": CONTENT_N * k, "--learn-tau": learn})
+                 for name, row in SIZE_ROWS for k in SIZE_FACTORS for learn in (False, True))
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
@@ -41,7 +66,7 @@ class Experiment:
     report_title: str           # the report's heading
     script: str                 # the entry point
     grid: tuple                 # ((row name, {flag: value}), ...); the seeds multiply it
-    layout: str                 # the report's layout: "sim", "discrete", "views", "partial" or "imgtxt"
+    layout: str                 # the report's layout: "sim", "discrete", "views", "partial", "content_size" or "imgtxt"
     columns: tuple = ()         # "sim" and "discrete" tables: ((mode, factor, header), ...)
     paper: dict = field(default_factory=dict)  # the paper's values, keyed as the layout reads them
     trained_in: str = None      # another experiment whose models this one evaluates
@@ -132,6 +157,10 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("views", "Beyond the paper: K = 2, 3, 4 views of shared content (main_mlp.py --n-views K)",
                "K views of shared content: nonlinear R² by number of views",
                "main_mlp.py", tuple((f"p1.0_k{k}_multi", {"--n-views": k}) for k in VIEW_COUNTS), "views"),
+    Experiment("content_size", "Beyond the paper: the content size estimated from encodings of 1-3x its size, "
+               "with a fixed and a learned temperature (main_mlp.py --estimate-content-size)",
+               "The content size estimated from over-sized encodings (content_size.py), against the truth",
+               "main_mlp.py", size_grid(), "content_size", eval_flags={"--estimate-content-size": True}),
     Experiment("partial", "Beyond the paper: Yao et al. (2024)'s numerical setting, 4 views each seeing "
                "5 of 6 latents (main_mlp.py --view-latents)",
                "Partial observability: each set of views' content from each of its views, nonlinear R²",

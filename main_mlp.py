@@ -20,6 +20,7 @@ from torch import nn
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+import content_size
 import metrics
 import partial
 import probes
@@ -97,6 +98,9 @@ def build_parser():
     p.add_argument("--num-eval-batches", type=int, default=5)
     p.add_argument("--permuted-content", action="store_true")
     p.add_argument("--mlp-eval", action="store_true")
+    p.add_argument("--estimate-content-size", action="store_true",
+                   help="evaluation: also estimate the content size from the test encodings alone "
+                        "(content_size.py's estimate; writes content_size.csv)")
     p.add_argument("--cpu-generator", action="store_true",
                    help="evaluating a folder of the published scripts without CUDA: state that its "
                         "B and a were drawn on the CPU (it was trained without a GPU)")
@@ -131,6 +135,9 @@ def check_args(args):
         raise UserError(f"--learn-tau starts at --tau, which must then be at least {LearnedTemperature.MIN}, "
                         f"got {args.tau}")
     check_discrete(args)
+    if getattr(args, "estimate_content_size", False) and getattr(args, "view_latents", None):
+        raise UserError("--estimate-content-size assumes one content shared by all views; with "
+                        "--view-latents each set of views has its own")
     partial.check_args(args, build_parser())
 
 
@@ -475,6 +482,8 @@ def evaluate(args, device):
             raise UserError(f"the encoders of {save_dir} give non-finite encodings on the {split} set "
                             "(a diverged training?)")
 
+    if args.estimate_content_size:  # before results.csv, which marks a finished evaluation
+        content_size.write(save_dir, {f"hz{k}": test[f"hz{k}"] for k in range(1, args.n_views + 1)}, args.content_n)
     results = probe_results(args, val, test, device)
     print("Regression results:")
     print(results.to_string(index=False))

@@ -497,6 +497,64 @@ def views_report(runs, notes, png):
     return table
 
 
+def row_name(run_name):
+    """The grid's row of a run: its name without the seed (p1.0_multi_enc6_lt_s2 -> p1.0_multi_enc6_lt)."""
+    return run_name.rsplit("_s", 1)[0]
+
+
+def size_values(folder, runs, notes):
+    """{row name: {"estimate": [...], "truth": [...], "twonn": [...], "c"/"s"/"m1": [...]}} of the
+    content_size runs (content_size.csv and results.csv of each)."""
+    table = {}
+    for name, args, results in runs:
+        try:
+            sizes = pd.read_csv(os.path.join(folder, name, "content_size.csv"))
+            estimate, truth = int(sizes.estimate.iloc[0]), int(sizes.truth.iloc[0])
+            twonn = float(pd.to_numeric(sizes[sizes.estimator == "twonn"].value).mean())
+        except (OSError, ValueError, KeyError, AttributeError, IndexError, pd.errors.ParserError) as err:
+            notes.append(f"{name}: no readable content_size.csv ({str(err).splitlines()[0][:80]}), left out")
+            continue
+        hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
+        row = table.setdefault(row_name(name), {"encoding_size": args.get("encoding_size"),
+                                                "learn_tau": bool(args.get("learn_tau"))})
+        for key, value in (("estimate", estimate), ("truth", truth), ("twonn", twonn),
+                           *((f, float(hz1.get(f, math.nan))) for f in ("c", "s", "m1"))):
+            row.setdefault(key, []).append(value)
+    return table
+
+
+def size_report(folder, runs, notes, png):
+    values = size_values(folder, runs, notes)
+    if not values:
+        raise UserError(f"no run in {folder} has a content_size.csv (evaluated with --estimate-content-size?)")
+    rows = [[name, v["encoding_size"], "learned" if v["learn_tau"] else "fixed",
+             ", ".join(map(str, v["estimate"])), ", ".join(sorted(set(map(str, v["truth"])))),
+             cell(v["twonn"]), cell(v["c"]), cell(v["s"]), cell(v["m1"])] for name, v in values.items()]
+    table = markdown_table(["row", "encoding size", "tau", "estimate (per seed)", "truth", "TwoNN",
+                            "content c", "style s", "m_1"], rows)
+    plot_sizes(values, png)
+    return table
+
+
+def plot_sizes(values, png):
+    """Mean estimate against the encoding size, one line per row and temperature; the truth dotted."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines = {}
+    for name, v in values.items():
+        base = name.rsplit("_enc", 1)[0]
+        lines.setdefault((base, v["learn_tau"]), []).append((v["encoding_size"], np.mean(v["estimate"])))
+    for (base, learned), points in sorted(lines.items()):
+        x, y = zip(*sorted(points))
+        ax.plot(x, y, "--" if learned else "-", marker="o", label=f"{base}{', learned tau' if learned else ''}")
+    truths = sorted({t for v in values.values() for t in v["truth"]})
+    for t in truths:
+        ax.axhline(t, color="black", linestyle=":", linewidth=1)
+    ax.set_xlabel("encoding size")
+    ax.set_ylabel("estimated content size (mean over seeds)")
+    ax.legend(fontsize=6, ncol=2)
+    save_figure(fig, png)
+
+
 def partial_tables(folder, runs, notes):
     """{setting (--content-coords): DataFrame of partial.csv rows of all its runs, with a seed column}."""
     out = {}
@@ -586,7 +644,7 @@ def build_report(folder, experiment, into=None):
     into = folder if into is None else into
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
-    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial"))
+    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial", "content_size"))
     if not runs:
         reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
@@ -600,6 +658,13 @@ def build_report(folder, experiment, into=None):
                   "near 1, other latents near 0. The figure shows each latent (z0, z1, ...) from each "
                   "set's coordinates. Yao et al.'s own values for this setting are not in the "
                   "project, so there is no paper column.")
+    elif record.layout == "content_size":
+        table = size_report(folder, runs, notes, png)
+        legend = ("Each row: one setting, encoding size and temperature (fixed --tau, or learned with "
+                  "--learn-tau). The estimate (content_size.py: the rounded mean TwoNN intrinsic "
+                  "dimension of the views' test encodings) of each seed, the true content size, the "
+                  "mean TwoNN value, and the nonlinear R² of content, style and m_1 from hz1 (mean ± "
+                  "std over seeds). Not in the paper, so there is no paper column.")
     elif record.layout == "views":
         table = views_report(runs, notes, png)
         legend = ("Cells: ours, mean ± std over seeds. Every view k has its own mixing function f_k, "
@@ -632,7 +697,7 @@ def build_report(folder, experiment, into=None):
              f"{len(runs)} runs with results in `{folder}`. Settings: "
              f"{settings_line(runs, shown)}.", "", legend, "", table, "",
              f"![{experiment}]({os.path.basename(png)})", ""]
-    judged = kind == "sim" and record.layout != "partial"  # partial: no single content c
+    judged = kind == "sim" and record.layout not in ("partial", "content_size")  # no single verdict
     stalled = not_converged(runs, experiment, folder) if judged else []  # judged on hz1's content
     if stalled:
         lines += [f"Not converged (content R² of hz1 below {CONVERGED}; averaged in above, marked †):", "",

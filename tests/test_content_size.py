@@ -68,3 +68,20 @@ def test_image_text_models_are_estimated_per_modality(tmp_path, capsys, monkeypa
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("content size: ")
     table = pd.read_csv(tmp_path / "it" / content_size.FILE)
     assert set(table.encoding) == {"image", "text", "image~text"} and table.truth.isna().all()
+
+
+def test_the_evaluation_estimates_it_before_writing_results(tmp_path, capsys):
+    common = ["--model-dir", str(tmp_path), "--model-id", "m", "--content-n", "2", "--style-n", "1",
+              "--modality-n", "1", "--encoding-size", "4", "--batch-size", "32", "--no-cuda", "--n-views", "3"]
+    main_mlp.main(common + ["--seed", "0", "--train-steps", "3"])
+    # conftest's evaluation batches of 128 pairs: two give 256 test pairs, above MIN_PAIRS
+    main_mlp.main(common + ["--seed", "1", "--evaluate", "--num-eval-batches", "2", "--estimate-content-size"])
+    table = pd.read_csv(tmp_path / "m" / content_size.FILE)
+    assert (table.truth == 2).all() and set(table.encoding) >= {"hz1", "hz2", "hz3", "hz1~hz3"}
+    assert f"content size: {table.estimate[0]}" in capsys.readouterr().out
+
+
+def test_the_evaluation_refuses_it_for_partial_observability(tmp_path):
+    with pytest.raises(UserError, match="--estimate-content-size assumes one content shared by all views"):
+        main_mlp.main(["--model-dir", str(tmp_path), "--view-latents", "0-2;1,2", "--estimate-content-size",
+                       "--train-steps", "2"])

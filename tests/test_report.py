@@ -236,3 +236,23 @@ def test_verdicts_near_the_threshold_show_their_evaluation_spread(tmp_path):
     assert lines[0].startswith("- p1.0_multi_s0: 0.91 from one evaluation; for its spread, run `python evaluations.py")
     assert lines[1] == "- p1.0_multi_s1: 0.91 ± 0.01 (min 0.90, max 0.92) over 3 evaluation seeds: converged"
     assert len(lines) == 2
+
+
+def test_content_size_report(tmp_path):
+    folder = tmp_path / "content_size"
+    for name, size, learn, estimates in (("p1.0_multi_enc3", 3, False, (3, 3)), ("p1.0_multi_enc6_lt", 6, True, (3, 4))):
+        for seed, estimate in enumerate(estimates):
+            path = sim_run(folder, f"{name}_s{seed}", r2={"c": 0.95, "s": 0.01}, seed=seed)
+            args = json.loads((path / "args.json").read_text())
+            (path / "args.json").write_text(json.dumps({**args, "encoding_size": size, "learn_tau": learn}))
+            pd.DataFrame({"estimator": ["twonn", "twonn", "mle"], "encoding": ["hz1", "hz2", "hz1"],
+                          "value": [estimate + 0.2, estimate - 0.1, 9.0], "estimate": estimate, "truth": 3}).to_csv(
+                path / "content_size.csv", index=False)
+    sim_run(folder, "p0.75_multi_enc9_s0", r2={"c": 0.9})                 # evaluated without the estimate
+    report.write_report(str(folder), "content_size")
+    md = (folder / "report.md").read_text()
+    assert table_row(md, "| p1.0_multi_enc3 |") == ["p1.0_multi_enc3", "3", "fixed", "3, 3", "3", "3.05 ± 0.00",
+                                                    "0.95 ± 0.00", "0.01 ± 0.00", "0.00 ± 0.00"]
+    assert table_row(md, "| p1.0_multi_enc6_lt |")[:5] == ["p1.0_multi_enc6_lt", "6", "learned", "3, 4", "3"]
+    assert "p0.75_multi_enc9_s0: no readable content_size.csv" in md
+    assert_png(folder / "content_size.png")
