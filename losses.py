@@ -1,11 +1,14 @@
 """Contrastive losses: the L_p SimCLR loss of the simulation and the InfoNCE loss of image/text."""
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distributed import DistInfo, gather_with_grad
+from cli import UserError
+from distributed import DistInfo, gather_with_grad, mean_over_ranks
+from utils import load_into
 
 
 def pairwise_lp(a, b, p=2.0):
@@ -28,6 +31,36 @@ class LearnedTemperature(nn.Module):
 
     def forward(self):
         return self.log_tau.clamp(min=math.log(self.MIN)).exp()
+
+
+TEMPERATURE = "temperature"  # --learn-tau: the module's name in checkpoint.pt, and temperature.pt
+LEARN_TAU_HELP = ("learn the temperature with the encoders, as CLIP does: log tau is a trained parameter "
+                  f"that starts at --tau and stays at least {LearnedTemperature.MIN} (saved as "
+                  f"{TEMPERATURE}.pt; off by default, the published fixed temperature)")
+
+
+def check_learn_tau(args):
+    if getattr(args, "learn_tau", False) and args.tau < LearnedTemperature.MIN:
+        raise UserError(f"--learn-tau starts at --tau, which must then be at least {LearnedTemperature.MIN}, "
+                        f"got {args.tau}")
+
+
+def learned_temperature(args, device, info=DistInfo()):
+    """--learn-tau's temperature, started at --tau, its gradient averaged over processes (it
+    lives outside the module DDP wraps); None for the fixed --tau."""
+    if not getattr(args, "learn_tau", False):
+        return None
+    tau = LearnedTemperature(args.tau).to(device)
+    if info.enabled:
+        tau.log_tau.register_hook(lambda grad: mean_over_ranks(grad, info))
+    return tau
+
+
+def load_temperature(args, save_dir, device):
+    """The trained temperature of a --learn-tau model folder, or None for the fixed --tau."""
+    if not getattr(args, "learn_tau", False):
+        return None
+    return load_into(LearnedTemperature(args.tau), os.path.join(save_dir, f"{TEMPERATURE}.pt")).to(device)
 
 
 def temperature(tau):
@@ -165,4 +198,4 @@ class GatheredInfoNCE(nn.Module):
 
     def forward(self, hz1, hz2):
         hz1, hz2 = gather_with_grad(hz1.float(), self.info), gather_with_grad(hz2.float(), self.info)
-        return symmetric_infonce(hz1, hz2, self.sim_metric, self.criterion, self.tau)
+        return symmetric_infonce(hz1, hz2, self.sim_metric, self.criterion, temperature(self.tau))

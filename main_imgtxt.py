@@ -28,7 +28,8 @@ import run
 from distributed import DistInfo, sync_batchnorm, wrap_ddp
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
-from losses import GatheredInfoNCE
+from losses import (LEARN_TAU_HELP, TEMPERATURE, GatheredInfoNCE, check_learn_tau, learned_temperature,
+                    load_temperature)
 from facts import SPLITS
 from files import atomic_write_json, read_json
 from utils import atomic_torch_save, infinite_iterator, load_into, set_seed, should_log
@@ -41,7 +42,7 @@ RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type", *CONTINUOUS_PR
 # Settings that --load-args restores from args.json: everything that shapes the
 # encoders or the loss. (The vocabulary and the sequence length are always the
 # model's own: they come from the model folder.)
-LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder")
+LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder", "learn_tau")
 MODALITIES = ("image", "text")
 # Each modality's encoder is saved under the published file name: encoder_img.pt, encoder_txt.pt.
 CHECKPOINT_NAMES = {"image": "encoder_img", "text": "encoder_txt"}
@@ -64,6 +65,7 @@ def build_parser():
     p.add_argument("--encoding-size", type=int, default=4)
     p.add_argument("--hidden-size", type=int, default=100)
     p.add_argument("--tau", type=float, default=1.0)
+    p.add_argument("--learn-tau", action="store_true", help=LEARN_TAU_HELP)
     p.add_argument("--checkpoint-steps", type=int, default=10000)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--save-all-checkpoints", action="store_true")
@@ -90,6 +92,7 @@ def check_args(args):
     if args.max_sequence_length < 2:
         raise UserError(f"--max-sequence-length must be at least 2, got {args.max_sequence_length}")
     check_finite("--tau", args.tau)
+    check_learn_tau(args)
     if not os.path.isdir(args.datapath):
         raise UserError(f"data folder not found: {args.datapath}")
 
@@ -202,11 +205,13 @@ def run_training(args, device, info, save_dir):
         report_training_setup(args, dataset, save_dir, data_vocab, vocab, device)
 
     encoders = sync_batchnorm(encoders, info, device)
-    params = list(encoders.parameters())  # image encoder first, then text, as always
-    optimizer = recipe.build_optimizer(params, args)
+    tau = learned_temperature(args, device, info)
+    trained = {**encoders.by_file(), **({TEMPERATURE: tau} if tau is not None else {})}
+    params = list(encoders.parameters()) + (list(tau.parameters()) if tau is not None else [])
+    optimizer = recipe.build_optimizer(recipe.undecayed_last(params, tau is not None), args)
     ddp = wrap_ddp(encoders, info, device)
-    loss_fn = GatheredInfoNCE(args.tau, info)
-    first = run.load_checkpoint(save_dir, encoders.by_file(), optimizer, train_steps=args.train_steps) \
+    loss_fn = GatheredInfoNCE(args.tau if tau is None else tau, info)
+    first = run.load_checkpoint(save_dir, trained, optimizer, train_steps=args.train_steps) \
         if args.resume else 1
     batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
                                 start_batch=first - 1)
@@ -233,12 +238,13 @@ def run_training(args, device, info, save_dir):
             tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
                        f"<Loss>: {(window_sum / window_n).item():.4f}")
             curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value,
-                        mean_loss=(window_sum / window_n).item())  # before the checkpoint: see metrics.py
+                        mean_loss=(window_sum / window_n).item(),
+                        **({"tau": float(tau())} if tau is not None else {}))  # before the checkpoint: see metrics.py
         if logging:
             window_sum.zero_()
             window_n = 0
         if should_log(step, args.checkpoint_steps, args.train_steps) and info.is_main:
-            save_checkpoint(save_dir, step, encoders, optimizer, args)
+            save_checkpoint(save_dir, step, encoders, trained, optimizer, args)
     bar.close()
     curve.close()
     if info.is_main:
@@ -246,9 +252,10 @@ def run_training(args, device, info, save_dir):
     return save_dir
 
 
-def save_checkpoint(save_dir, step, encoders, optimizer, args):
-    run.check_finite_training(step, save_dir, args, modules=encoders.values())
-    run.save_checkpoint(save_dir, step, encoders.by_file(), optimizer)
+def save_checkpoint(save_dir, step, encoders, trained, optimizer, args):
+    """checkpoint.pt and the trained modules (the encoders, and the temperature with --learn-tau)."""
+    run.check_finite_training(step, save_dir, args, modules=trained.values())
+    run.save_checkpoint(save_dir, step, trained, optimizer)
     if args.save_all_checkpoints:  # the published file names
         for name, encoder in encoders.by_file().items():
             atomic_torch_save(encoder.state_dict(), os.path.join(save_dir, f"{name}_{step}.pt"))
@@ -452,7 +459,8 @@ def encode_splits(args, device, save_dir, saved):
             hint = "" if args.load_args else " (use --load-args to take the model's settings from args.json)"
             raise UserError(f"{err}{hint}") from None
 
-    loss_fn = GatheredInfoNCE(args.tau)  # evaluation runs in one process: nothing to gather
+    learned = load_temperature(args, save_dir, device)
+    loss_fn = GatheredInfoNCE(args.tau if learned is None else learned)  # one process: nothing to gather
     hz, seen, loss = {}, {}, {}
     for split, ds in splits.items():
         hz[split], seen[split], loss[split] = encode(ds, encoders, args, device, loss_fn, args.eval_protocol)

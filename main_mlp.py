@@ -30,7 +30,8 @@ import spaces
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import simulation_encoder, whiten_first_layer_
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
-from losses import LearnedTemperature, LpSimCLRLoss, MultiViewLpLoss
+from losses import (LEARN_TAU_HELP, TEMPERATURE, LpSimCLRLoss, MultiViewLpLoss, check_learn_tau,
+                    learned_temperature, load_temperature)
 from facts import DISCRETE_FLAGS, INITS, RECIPE_DEFAULTS
 from files import atomic_write_csv, atomic_write_json
 from utils import atomic_torch_save, load_into, set_seed, should_log
@@ -84,10 +85,7 @@ def build_parser():
     p.add_argument("--tau", type=float, default=1.0,
                    help="temperature of the L2 InfoNCE loss (default 1.0, the published one); "
                         "the loss divides the squared distances by it")
-    p.add_argument("--learn-tau", action="store_true",
-                   help="learn the temperature with the encoders, as CLIP does: log tau is a trained "
-                        f"parameter that starts at --tau and stays at least {LearnedTemperature.MIN} "
-                        "(saved as temperature.pt; off by default, the published fixed temperature)")
+    p.add_argument("--learn-tau", action="store_true", help=LEARN_TAU_HELP)
     p.add_argument("--encoder-init", choices=INITS, default=RECIPE_DEFAULTS["encoder_init"],
                    help="initialisation of the encoders g1, g2, ...: torch's default Linear init "
                         "(the published scripts'), kaiming (He et al. for leaky ReLU, zero biases), "
@@ -131,9 +129,7 @@ def check_args(args):
         check_finite(flag, value)
     if not 0.0 < args.tau < float("inf"):
         raise UserError(f"--tau must be a finite number > 0, got {args.tau}")
-    if getattr(args, "learn_tau", False) and args.tau < LearnedTemperature.MIN:
-        raise UserError(f"--learn-tau starts at --tau, which must then be at least {LearnedTemperature.MIN}, "
-                        f"got {args.tau}")
+    check_learn_tau(args)
     check_discrete(args)
     if getattr(args, "estimate_content_size", False) and getattr(args, "view_latents", None):
         raise UserError("--estimate-content-size assumes one content shared by all views; with "
@@ -231,27 +227,6 @@ def simulation_loss(args, info=DistInfo(), tau=None):
     if getattr(args, "view_latents", None):
         return partial.SetLoss(partial.layout(args), info, base=LpSimCLRLoss(tau=tau))
     return MultiViewLpLoss(info, base=LpSimCLRLoss(tau=tau))
-
-
-TEMPERATURE = "temperature"  # --learn-tau: the module's name in checkpoint.pt, and temperature.pt
-
-
-def learned_temperature(args, device, info=DistInfo()):
-    """--learn-tau's temperature, its gradient averaged over processes (it lives outside DDP's
-    module), or None for the fixed --tau."""
-    if not args.learn_tau:
-        return None
-    tau = LearnedTemperature(args.tau).to(device)
-    if info.enabled:
-        tau.log_tau.register_hook(lambda grad: mean_over_ranks(grad, info))
-    return tau
-
-
-def load_temperature(args, save_dir, device):
-    """The trained temperature of a --learn-tau model, or None for the fixed --tau."""
-    if not args.learn_tau:
-        return None
-    return load_into(LearnedTemperature(args.tau), os.path.join(save_dir, f"{TEMPERATURE}.pt")).to(device)
 
 
 def train_step(space, net, loss_fn, optimizer, params, args, generator, info=DistInfo()):
@@ -357,9 +332,7 @@ def run_training(args, device, info, save_dir, space, net):
     tau = learned_temperature(args, device, info)
     trained = {**net.encoders(), **({TEMPERATURE: tau} if tau is not None else {})}
     params = list({id(p): p for m in trained.values() for p in m.parameters()}.values())
-    groups = params if tau is None else [  # as CLIP's logit scale, the temperature is not decayed
-        {"params": params[:-1]}, {"params": params[-1:], "weight_decay": 0.0}]
-    optimizer = recipe.build_optimizer(groups, args)
+    optimizer = recipe.build_optimizer(recipe.undecayed_last(params, tau is not None), args)
     loss_fn = simulation_loss(args, info, tau)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     probe_gen = torch.Generator(device=device).manual_seed(args.seed + 1)

@@ -96,6 +96,14 @@ def build_optimizer(params, args):
     return torch.optim.Adam(params, lr=args.lr, betas=betas, eps=args.adam_eps)
 
 
+def undecayed_last(params, last_undecayed):
+    """The optimiser's parameters, with the last one (a learned temperature, as CLIP's logit
+    scale) in a group without weight decay when last_undecayed."""
+    if not last_undecayed:
+        return params
+    return [{"params": params[:-1]}, {"params": params[-1:], "weight_decay": 0.0}]
+
+
 def set_lr(optimizer, step, args):
     """Put step's learning rate into every parameter group (a no-op for the published recipe)."""
     lr = lr_at(step, args.lr, args.lr_schedule, args.warmup_steps, args.train_steps)

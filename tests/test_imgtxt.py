@@ -353,3 +353,19 @@ def test_evaluate_with_the_published_protocol(data, tmp_path):
     assert list(results.columns) == main_imgtxt.RESULT_COLUMNS and len(results) == 15
     record = json.load(open(tmp_path / "p" / "evaluation.json"))
     assert record["eval_protocol"] == "published" and record["batch_size"] == 4
+
+
+def test_learn_tau_trains_resumes_and_evaluates(data, tmp_path):
+    flags = ["--datapath", data, "--model-dir", str(tmp_path), "--batch-size", 8, "--workers", 0, "--hidden-size",
+             16, "--lr", 1e-2, "--log-steps", 1, "--checkpoint-steps", 1, "--learn-tau", "--tau", 0.2]
+    run_main(*flags, "--model-id", "full", "--seed", 0, "--train-steps", 4)
+    run_main(*flags, "--model-id", "cut", "--seed", 0, "--train-steps", 2)
+    run_main("--datapath", data, "--model-dir", tmp_path, "--model-id", "cut", "--resume", "--train-steps", 4,
+             "--workers", 0)
+    full, cut = (torch.load(tmp_path / m / "temperature.pt", weights_only=True) for m in ("full", "cut"))
+    assert torch.equal(full["log_tau"], cut["log_tau"]) and float(full["log_tau"].exp()) != pytest.approx(0.2)
+    taus = pd.read_csv(tmp_path / "full" / "metrics.csv")["tau"]
+    assert float(full["log_tau"].exp()) == pytest.approx(taus.iloc[-1], rel=1e-6)
+    run_main("--datapath", data, "--model-dir", tmp_path, "--model-id", "full", "--evaluate", "--load-args",
+             "--seed", 1, "--workers", 0)
+    assert json.loads((tmp_path / "full" / "evaluation.json").read_text())["learn_tau"] is True
