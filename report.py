@@ -661,8 +661,9 @@ def build_report(folder, experiment, into=None):
     elif record.layout == "content_size":
         table = size_report(folder, runs, notes, png)
         legend = ("Each row: one setting, encoding size and temperature (fixed --tau, or learned with "
-                  "--learn-tau). The estimate (content_size.py: the rounded mean TwoNN intrinsic "
-                  "dimension of the views' test encodings) of each seed, the true content size, the "
+                  "--learn-tau). The estimate (content_size.py: the smaller of the rounded mean TwoNN "
+                  "intrinsic dimension and the count of canonical correlations >= 0.9 between the "
+                  "views' test encodings) of each seed, the true content size, the "
                   "mean TwoNN value, and the nonlinear R² of content, style and m_1 from hz1 (mean ± "
                   "std over seeds). Not in the paper, so there is no paper column.")
     elif record.layout == "views":

@@ -85,3 +85,15 @@ def test_the_evaluation_refuses_it_for_partial_observability(tmp_path):
     with pytest.raises(UserError, match="--estimate-content-size assumes one content shared by all views"):
         main_mlp.main(["--model-dir", str(tmp_path), "--view-latents", "0-2;1,2", "--estimate-content-size",
                        "--train-steps", "2"])
+
+
+def test_the_estimate_is_the_smaller_upper_bound():
+    """Views sharing 2 latents exactly and 2 more only in part: the encodings carry all 4 (TwoNN
+    reads 4), the canonical correlations near 1 count the 2 shared ones."""
+    rng = np.random.default_rng(3)
+    content, style = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2))
+    style_tilde = 0.6 * style + 0.8 * rng.normal(size=(4000, 2))       # correlated 0.6, not shared
+    a = np.hstack([content, style]) @ rng.normal(size=(4, 6))
+    b = np.hstack([content, style_tilde]) @ rng.normal(size=(4, 6))
+    table, estimate = content_size.estimate({"hz1": a, "hz2": b})
+    assert round(table[table.estimator == "twonn"].value.mean()) == 4 and estimate == 2
