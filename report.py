@@ -9,8 +9,10 @@ says otherwise. Settings are read from each run's args.json, so the report
 does not depend on how the run folders are named. Values are means and sample
 standard deviations (ddof = 1) over the seeds whose value is finite.
 """
+import json
 import math
 import os
+import re
 import sys
 
 import matplotlib
@@ -22,8 +24,10 @@ import pandas as pd  # noqa: E402
 
 import curves  # noqa: E402
 import grids  # noqa: E402
+import stamps  # noqa: E402
+import viewspec  # noqa: E402
 from cli import OneLineParser, UserError, run_cli  # noqa: E402
-from facts import DISCRETE_FLAGS, PARTIAL_FILE  # noqa: E402
+from facts import DISCRETE_FLAGS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE  # noqa: E402
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
@@ -87,10 +91,12 @@ def run_problem(kind, args, results, keyed=True):
     return None
 
 
-def load_runs(folder, kind="sim", keyed=True):
+def load_runs(folder, kind="sim", keyed=True, partial=False):
     """(runs, notes): runs = [(name, args, results)] of the sub-folders with a valid
-    results.csv and args.json; notes = one line per sub-folder left out and why. `keyed`: the
-    report's rows are keyed by the settings of RUN_CONTENTS, which must then be present."""
+    results.csv and args.json, computed from the weights in the folder (stamps.py); notes = one
+    line per sub-folder left out and why. `keyed`: the report's rows are keyed by the settings
+    of RUN_CONTENTS, which must then be present. `partial`: the runs are partial-observability
+    runs (--view-latents), which no other simulation report takes."""
     runs, notes = [], []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
@@ -108,12 +114,23 @@ def load_runs(folder, kind="sim", keyed=True):
         except (UserError, ValueError, OSError) as err:
             notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
             continue
-        problem = run_problem(kind, args, results, keyed)
+        problem = run_problem(kind, args, results, keyed) or kind_problem(kind, args, partial)
+        stale = None if problem else stamps.stale(path)
+        if stale:
+            problem = f"its results are stale: {stale}"
         if problem:
             notes.append(f"{name}: left out, {problem}")
             continue
         runs.append((name, args, results))
     return runs, notes
+
+
+def kind_problem(kind, args, partial):
+    """Why a simulation run belongs in another report (with or without a view list), or None."""
+    if kind != "sim" or bool(args.get("view_latents")) == partial:
+        return None
+    return ("not a partial-observability run (no view_latents)" if partial else
+            "a partial-observability run (view_latents), reported by --experiment partial")
 
 
 def summarize(values):
@@ -461,18 +478,86 @@ def views_report(runs, notes, png):
     return table
 
 
-def partial_tables(folder, runs, notes):
-    """{setting (--content-coords): DataFrame of partial.csv rows of all its runs, with a seed column}."""
-    out = {}
-    for name, args, _ in runs:
-        path = os.path.join(folder, name, PARTIAL_FILE)
+# Settings that say where a model lives and how it was run or evaluated, not what it is.
+NOT_MODEL = {"seed", "model_dir", "model_id", "no_cuda", "resume", "evaluate", "load_args", "log_steps",
+             "tensorboard", "num_eval_batches", "permuted_content", "mlp_eval", "cpu_generator"}
+
+
+def model_settings(args):
+    """{setting: value} of everything that defines a run's model, its seed aside (the view
+    list in its one spelling; no --content-coords is truth): runs are seeds of one model only
+    where these are equal."""
+    out = {k: v for k, v in args.items() if k not in NOT_MODEL}
+    if out.get("view_latents"):
         try:
-            rows = pd.read_csv(path, dtype={"latents": str, "coordinates": str, "views": str})
-        except (OSError, ValueError) as err:
-            notes.append(f"{name}: no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})")
-            continue
-        out.setdefault(args.get("content_coords") or "truth", []).append(rows.assign(seed=args.get("seed")))
-    return {setting: pd.concat(frames, ignore_index=True) for setting, frames in out.items()}
+            out["view_latents"] = viewspec.canonical(out["view_latents"])
+        except UserError:
+            pass  # compared as written
+    if "view_latents" in out:
+        out["content_coords"] = out.get("content_coords") or "truth"
+    return out
+
+
+def model_groups(runs):
+    """[(label, runs)]: the runs grouped by model_settings; the label names the settings in which
+    the groups differ (the --content-coords alone where they do not)."""
+    groups = {}
+    for run in runs:
+        settings = model_settings(run[1])
+        groups.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(run)
+    varying = sorted({k for settings, _ in groups.values() for other, _ in groups.values()
+                      for k in settings.keys() | other.keys() if settings.get(k) != other.get(k)})
+    shown = varying or ["content_coords"]
+    return [("; ".join(f"{k} {settings.get(k)}" for k in shown), members)
+            for settings, members in groups.values()]
+
+
+def partial_problem(rows):
+    """Why a partial.csv cannot enter the report, or None (as run_problem for results.csv)."""
+    missing = [c for c in PARTIAL_FILE_COLUMNS if c not in rows]
+    if missing:
+        return f"{PARTIAL_FILE} has no column {missing[0]}"
+    if rows.empty:
+        return f"{PARTIAL_FILE} has no rows"
+    for column in PARTIAL_FILE_COLUMNS[5:]:
+        if not (pd.api.types.is_numeric_dtype(rows[column]) or rows[column].isna().all()):
+            return f"{PARTIAL_FILE} column {column} holds text, not numbers"
+    for column in ("latents", "coordinates"):
+        bad = [v for v in rows[column] if not (isinstance(v, str) and re.fullmatch(r"[0-9]+( [0-9]+)*", v))]
+        if bad:
+            return f"{PARTIAL_FILE} column {column} holds {bad[0]!r}, not latent indices"
+    targets = set(rows["target"])
+    if not targets <= {"content", "other", "latent"}:
+        return f"{PARTIAL_FILE} has a target {sorted(map(str, targets - {'content', 'other', 'latent'}))[0]!r}"
+    if any(" " in v for v in rows.loc[rows["target"] == "latent", "latents"]):
+        return f"{PARTIAL_FILE} has a 'latent' row of several latents"
+    lacking = [v for v in dict.fromkeys(rows["views"]) if not (rows.loc[rows["views"] == v, "target"] == "content").any()]
+    if lacking:
+        return f"{PARTIAL_FILE} has no content row for the set of views {lacking[0]}"
+    return None
+
+
+def partial_tables(folder, runs, notes):
+    """[(label, DataFrame)]: per model (model_groups), the partial.csv rows of its runs, with a run
+    column; a run with a malformed partial.csv is left out with its reason."""
+    out = []
+    for label, members in model_groups(runs):
+        frames = []
+        for name, args, _ in members:
+            path = os.path.join(folder, name, PARTIAL_FILE)
+            try:
+                rows = pd.read_csv(path, dtype={"latents": str, "coordinates": str, "views": str})
+            except (OSError, ValueError) as err:
+                notes.append(f"{name}: no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})")
+                continue
+            problem = partial_problem(rows)
+            if problem:
+                notes.append(f"{name}: left out, {problem}")
+                continue
+            frames.append(rows.assign(run=name))
+        if frames:
+            out.append((label, pd.concat(frames, ignore_index=True)))
+    return out
 
 
 PARTIAL_COLUMNS = [("content", "r2_nonlinear", "content R²"), ("other", "r2_nonlinear", "other latents R²"),
@@ -492,16 +577,16 @@ def frame_content(ax, row, content, columns):
 
 
 def partial_report(folder, runs, notes, png):
-    """Per coordinate assignment: a table (one row per set of views: its content; R² of the
-    content and of the views' other latents from the set's coordinates, averaged over the
-    set's views, then mean ± std over seeds) and a heatmap (set x latent: nonlinear R² of
+    """Per model (model_groups: runs that differ in their seed alone): a table (one row per set
+    of views: its content; R² of the content and of the views' other latents from the set's
+    coordinates, averaged over the set's views, then mean ± std over seeds) and a heatmap (set x latent: nonlinear R² of
     each latent from the set's coordinates, mean over the views that see it and the seeds)."""
     tables = partial_tables(folder, runs, notes)
     if not tables:
         raise UserError(f"no run in {folder} has a {PARTIAL_FILE} (evaluated with --view-latents?)")
     text = []
     fig, axes = plt.subplots(1, len(tables), figsize=(max(5.0 * len(tables), 6.5), 5.5), squeeze=False)
-    for ax, (setting, rows) in zip(axes[0], sorted(tables.items())):
+    for ax, (setting, rows) in zip(axes[0], sorted(tables)):
         order = list(dict.fromkeys(rows["views"]))
         body = []
         for views in order:
@@ -509,11 +594,11 @@ def partial_report(folder, runs, notes, png):
             content = here.loc[here["target"] == "content", "latents"].iloc[0]
             cells = []
             for target, column, _ in PARTIAL_COLUMNS:
-                per_seed = here[here["target"] == target].groupby("seed")[column].mean()
+                per_seed = here[here["target"] == target].groupby("run")[column].mean()
                 cells.append(cell(list(per_seed)) if len(per_seed) else "–")
             body.append([views, content, *cells])
             frame_content(ax, order.index(views), content, grid_columns(rows))
-        text += [f"Content coordinates `{setting}`:", "",
+        text += [f"Model `{setting}`:", "",
                  markdown_table(["views", "content", *(h for _, _, h in PARTIAL_COLUMNS)], body), ""]
         latent = rows[rows["target"] == "latent"].astype({"latents": int})
         grid = latent.pivot_table(index="views", columns="latents", values="r2_nonlinear", aggfunc="mean")
@@ -521,7 +606,7 @@ def partial_report(folder, runs, notes, png):
         image = ax.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(grid.shape[1]), [f"z{i}" for i in grid.columns], fontsize=7)
         ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
-        ax.set_title(f"--content-coords {setting}", fontsize=9)
+        ax.set_title(setting, fontsize=9)
         for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
@@ -538,7 +623,8 @@ def write_report(folder, experiment):
     """Write <folder>/report.md and the PNG figures; return the paths written."""
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
-    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial"))
+    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial"),
+                            partial=record.layout == "partial")
     if not runs:
         reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
@@ -591,13 +677,14 @@ def write_report(folder, experiment):
                   *(f"- {name}: {number(value)}" for name, value in stalled), ""]
     elif judged:
         lines += [f"Every run converged (content R² of hz1 at least {CONVERGED}).", ""]
-    if notes:
-        lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     curve_png = os.path.join(folder, f"{experiment}_curves.png")  # from each run's metrics.csv
-    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png, f"{experiment}: training curves (metrics.csv of each run)")
+    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png,
+                               f"{experiment}: training curves (metrics.csv of each run)", notes)
     if drawn:
         lines += ["Training curves (metrics.csv of each run; one line per seed):", "",
                   f"![{experiment} training curves]({os.path.basename(curve_png)})", ""]
+    if notes:
+        lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     path = os.path.join(folder, "report.md")
     atomic_write_text(path, "\n".join(lines))
     return [path, png, *([curve_png] if drawn else [])]

@@ -228,6 +228,7 @@ def test_runs_everything_then_skips(tmp_path, fake):
 def test_existing_results_are_skipped(tmp_path, fake):
     folder = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
     folder.mkdir(parents=True)
+    (folder / "args.json").write_text("{}")
     (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
     run(tmp_path, "table1", "--seeds", "1")
     assert "p1.0_uni_s0" not in fake.trainings() and len(fake.trainings()) == 9
@@ -431,8 +432,7 @@ def test_recipe_flags_left_out_mean_their_defaults(tmp_path):
     (tmp_path / "args.json").write_text(json.dumps({"lr": 1e-3, "encoder_init": "kaiming",
                                                     "lr_schedule": "cosine", "warmup_steps": 100}))
     assert experiments.settings_conflicts(str(tmp_path), {"--lr": 1e-3}) == [
-        "--lr-schedule cosine (here constant)", "--warmup-steps 100 (here 0)",
-        "--encoder-init kaiming (here torch)"]
+        ("--lr-schedule", "cosine", "constant"), ("--warmup-steps", 100, 0), ("--encoder-init", "kaiming", "torch")]
     same = {"--lr": 1e-3, "--encoder-init": "kaiming", "--lr-schedule": "cosine", "--warmup-steps": 100}
     assert experiments.settings_conflicts(str(tmp_path), same) == []
 
