@@ -78,7 +78,8 @@ def plot_curves(folder, kind, path, title, notes=None):
                     ax.plot(rows["step"], rows[column], lw=1, label=f"seed {seed}")
             if row == 0:
                 ax.set_title(setting, fontsize=8)
-                ax.legend(fontsize=6, loc="best")
+                if ax.lines:  # a run of another kind (no such column) draws nothing here
+                    ax.legend(fontsize=6, loc="best")
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
             if row == 1:

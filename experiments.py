@@ -11,10 +11,12 @@ main_imgtxt.py (run-name encodes the settings and the seed, e.g.
 p0.75_stat_cau_multi_s0), to which the runner adds
     train.log, evaluate.log   stdout and stderr of each step
     TRAINED                   written after training exited 0
-A run whose results.csv exists is skipped, so rerunning a command resumes it.
-A folder without TRAINED (and without results.csv) is what an interrupted
-training left behind: it is continued with the entry point's --resume where it
-holds a checkpoint.pt, otherwise deleted and trained again from scratch.
+A run whose results.csv holds the results of the weights in its folder (stamps.py)
+is skipped, so rerunning a command resumes it. A folder without TRAINED (and
+without results) is what an interrupted training left behind: it is continued with
+the entry point's --resume where it holds a checkpoint.pt, otherwise deleted and
+trained again from scratch. The runner decides this while it holds the output
+folder's lock, so that it never acts on what another runner has changed since.
 figure8 evaluates copies of table1's multimodal models, training them in
 <out>/table1/ first where they are missing (table1 then reuses them).
 """

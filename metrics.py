@@ -74,6 +74,17 @@ def row_problem(fields, names, previous):
     return None
 
 
+def check_resumable(folder):
+    """(header, rows) of the metrics.csv that --resume continues; a UserError naming the line
+    where it holds something else, which rewriting the file would drop without a word."""
+    path = os.path.join(folder, FILE)
+    header, rows, problem = scan(path)
+    if problem is not None:
+        raise UserError(f"--resume: {path}, {problem}; mend the line or move the file away "
+                        "(it holds the run's curve so far)")
+    return header, rows
+
+
 def kept_lines(path, last_step):
     """(header, rows) of an existing metrics.csv: its valid rows with step <= last_step."""
     header, rows, _ = scan(path)
@@ -89,10 +100,7 @@ class MetricsLog:
         self.columns = None
         text = ""
         if resume_step is not None:
-            header, rows, problem = scan(self.path)
-            if problem is not None:  # rewriting the file would drop its valid rows without a word
-                raise UserError(f"--resume: {self.path}, {problem}; mend the line or move the file away "
-                                "(it holds the run's curve so far)")
+            header, rows = check_resumable(folder)
             rows = [row for row in rows if parse_step(row) <= resume_step]
             if header is not None:
                 self.columns = header.split(",")[1:]

@@ -118,6 +118,8 @@ def load_runs(folder, kind="sim", keyed=True, partial=False):
         stale = None if problem else stamps.stale(path)
         if stale:
             problem = f"its results are stale: {stale}"
+        if partial and not problem:
+            problem = read_partial(path)[1]
         if problem:
             notes.append(f"{name}: left out, {problem}")
             continue
@@ -237,12 +239,12 @@ def content_r2(runs, experiment, folder):
 
     figure8 evaluates table1's models on permuted content, where content-dependent
     style legitimately spoils c'; a model is judged on its own (table1) evaluation,
-    in the sibling folder, and on c' only where that is missing."""
+    in the sibling folder, and on c' only where that is missing or stale."""
     source = grids.EXPERIMENTS[experiment].trained_in
     out = {}
     for name, args, results in runs:
         own = os.path.join(os.path.dirname(os.path.abspath(folder)), source or "", name, "results.csv")
-        if source and os.path.isfile(own):
+        if source and os.path.isfile(own) and not stamps.stale(os.path.dirname(own)):
             try:
                 out[name] = hz1_r2(read_results(own), "c")
                 continue
@@ -537,27 +539,23 @@ def partial_problem(rows):
     return None
 
 
-def partial_tables(folder, runs, notes):
-    """[(label, DataFrame)]: per model (model_groups), the partial.csv rows of its runs, with a run
-    column; a run with a malformed partial.csv is left out with its reason."""
-    out = []
-    for label, members in model_groups(runs):
-        frames = []
-        for name, args, _ in members:
-            path = os.path.join(folder, name, PARTIAL_FILE)
-            try:
-                rows = pd.read_csv(path, dtype={"latents": str, "coordinates": str, "views": str})
-            except (OSError, ValueError) as err:
-                notes.append(f"{name}: no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})")
-                continue
-            problem = partial_problem(rows)
-            if problem:
-                notes.append(f"{name}: left out, {problem}")
-                continue
-            frames.append(rows.assign(run=name))
-        if frames:
-            out.append((label, pd.concat(frames, ignore_index=True)))
-    return out
+def read_partial(run_folder):
+    """(rows, None) of a run's partial.csv, or (None, why it cannot enter the report)."""
+    try:
+        rows = pd.read_csv(os.path.join(run_folder, PARTIAL_FILE),
+                           dtype={"latents": str, "coordinates": str, "views": str})
+    except (OSError, ValueError) as err:
+        return None, f"no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})"
+    problem = partial_problem(rows)
+    return (None, problem) if problem else (rows, None)
+
+
+def partial_tables(folder, runs):
+    """[(label, DataFrame)]: per model (model_groups), the partial.csv rows of its runs (which
+    load_runs checked), with a run column."""
+    return [(label, pd.concat([read_partial(os.path.join(folder, name))[0].assign(run=name)
+                               for name, _, _ in members], ignore_index=True))
+            for label, members in model_groups(runs)]
 
 
 PARTIAL_COLUMNS = [("content", "r2_nonlinear", "content R²"), ("other", "r2_nonlinear", "other latents R²"),
@@ -576,14 +574,12 @@ def frame_content(ax, row, content, columns):
                                                       fill=False, edgecolor="white", lw=1.5))
 
 
-def partial_report(folder, runs, notes, png):
+def partial_report(folder, runs, png):
     """Per model (model_groups: runs that differ in their seed alone): a table (one row per set
     of views: its content; R² of the content and of the views' other latents from the set's
     coordinates, averaged over the set's views, then mean ± std over seeds) and a heatmap (set x latent: nonlinear R² of
     each latent from the set's coordinates, mean over the views that see it and the seeds)."""
-    tables = partial_tables(folder, runs, notes)
-    if not tables:
-        raise UserError(f"no run in {folder} has a {PARTIAL_FILE} (evaluated with --view-latents?)")
+    tables = partial_tables(folder, runs)
     text = []
     fig, axes = plt.subplots(1, len(tables), figsize=(max(5.0 * len(tables), 6.5), 5.5), squeeze=False)
     for ax, (setting, rows) in zip(axes[0], sorted(tables)):
@@ -630,7 +626,7 @@ def write_report(folder, experiment):
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
     png = os.path.join(folder, f"{experiment}.png")
     if record.layout == "partial":
-        table = partial_report(folder, runs, notes, png)
+        table = partial_report(folder, runs, png)
         legend = ("Cells: ours, mean ± std over seeds of the mean over the set's views. Each row is a "
                   "set of views (numbered from 1) and its content, the latents all of them see; R² "
                   "and MCC (Pearson, probes.mcc) are of the content, or of the view's other latents, "

@@ -112,6 +112,7 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
                 raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
             path = os.path.join(save_dir, "args.json")
             saved = read_saved_args(path, parser)
+            metrics.check_resumable(save_dir)  # before anything in the folder is rewritten
             resume_settings(args, saved, given, own, honoured, path)
             if check is not None:
                 check_restored(check, args, path, [k for k in saved if k not in given])
