@@ -9,6 +9,7 @@ says otherwise. Settings are read from each run's args.json, so the report
 does not depend on how the run folders are named. Values are means and sample
 standard deviations (ddof = 1) over the seeds whose value is finite.
 """
+import collections
 import json
 import math
 import os
@@ -133,6 +134,47 @@ def kind_problem(kind, args, partial):
         return None
     return ("not a partial-observability run (no view_latents)" if partial else
             "a partial-observability run (view_latents), reported by --experiment partial")
+
+
+# Settings that say where a model lives and how it was run or evaluated, not what it is.
+NOT_MODEL = {"seed", "model_dir", "model_id", "no_cuda", "resume", "evaluate", "load_args", "log_steps",
+             "tensorboard", "num_eval_batches", "permuted_content", "mlp_eval", "cpu_generator",
+             "datapath", "workers", "checkpoint_steps", "save_all_checkpoints", "eval_protocol"}
+
+
+def model_settings(args):
+    """{setting: value} of everything that defines a run's model, its seed aside (the view
+    list in its one spelling; no --content-coords is truth): runs are seeds of one model only
+    where these are equal."""
+    out = {k: v for k, v in args.items() if k not in NOT_MODEL}
+    if out.get("view_latents"):
+        try:
+            out["view_latents"] = viewspec.canonical(out["view_latents"])
+        except UserError:
+            pass  # compared as written
+    if "view_latents" in out:
+        out["content_coords"] = out.get("content_coords") or "truth"
+    return out
+
+
+def seeds_of_one_model(runs, notes, row_keys):
+    """The runs whose model settings, besides their row's (`row_keys`) and their seed, are the
+    folder's most common ones; every other run is left out, with the setting it differs in,
+    rather than averaged as a seed of another model. Keys that a run's args.json lacks (an
+    older version) are not compared."""
+    def rest(args):
+        return {k: v for k, v in model_settings(args).items() if k not in row_keys}
+    signatures = collections.Counter(json.dumps(rest(args), sort_keys=True, default=str) for _, args, _ in runs)
+    reference = json.loads(signatures.most_common(1)[0][0])
+    kept = []
+    for name, args, results in runs:
+        differs = [(k, v) for k, v in rest(args).items() if k in reference and reference[k] != v]
+        if differs:
+            key, value = differs[0]
+            notes.append(f"{name}: left out, trained with {key} {value} where the other runs have {reference[key]}")
+        else:
+            kept.append((name, args, results))
+    return kept
 
 
 def summarize(values):
@@ -480,24 +522,6 @@ def views_report(runs, notes, png):
     return table
 
 
-# Settings that say where a model lives and how it was run or evaluated, not what it is.
-NOT_MODEL = {"seed", "model_dir", "model_id", "no_cuda", "resume", "evaluate", "load_args", "log_steps",
-             "tensorboard", "num_eval_batches", "permuted_content", "mlp_eval", "cpu_generator"}
-
-
-def model_settings(args):
-    """{setting: value} of everything that defines a run's model, its seed aside (the view
-    list in its one spelling; no --content-coords is truth): runs are seeds of one model only
-    where these are equal."""
-    out = {k: v for k, v in args.items() if k not in NOT_MODEL}
-    if out.get("view_latents"):
-        try:
-            out["view_latents"] = viewspec.canonical(out["view_latents"])
-        except UserError:
-            pass  # compared as written
-    if "view_latents" in out:
-        out["content_coords"] = out.get("content_coords") or "truth"
-    return out
 
 
 def model_groups(runs):
@@ -621,6 +645,8 @@ def write_report(folder, experiment):
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
     runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial"),
                             partial=record.layout == "partial")
+    if runs and record.layout != "partial":  # partial: one table per model (model_groups)
+        runs = seeds_of_one_model(runs, notes, {flag[2:].replace("-", "_") for _, row in record.grid for flag in row})
     if not runs:
         reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")

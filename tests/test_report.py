@@ -298,3 +298,17 @@ def test_table1_leaves_out_partial_runs_and_partial_leaves_out_the_rest(tmp_path
     report.write_report(str(folder), "partial")
     md = (folder / "report.md").read_text()
     assert "- p1.0_multi_s0: left out, not a partial-observability run (no view_latents)" in md
+
+
+def test_a_run_of_another_model_is_not_averaged_as_a_seed(tmp_path):
+    folder = tmp_path / "table1"
+    for seed in (0, 1):
+        sim_run(folder, f"p1.0_multi_s{seed}", r2={"c": 0.9}, seed=seed)
+    odd = sim_run(folder, "p1.0_multi_s2", r2={"c": 0.1}, seed=2)
+    args = json.loads((odd / "args.json").read_text())
+    (odd / "args.json").write_text(json.dumps({**args, "encoding_size": 5}))
+    sim_run(folder, "p0.75_multi_s0", p=0.75, r2={"c": 0.8})  # another row: differs in the row's settings only
+    report.write_report(str(folder), "table1")
+    md = (folder / "report.md").read_text()
+    assert "- p1.0_multi_s2: left out, trained with encoding_size 5 where the other runs have 2" in md
+    assert "0.90 ± 0.00 [0.99]" in table_row(md, "| 1.0 |") and "3 runs with results" in md
