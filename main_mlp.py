@@ -308,11 +308,9 @@ RESUME_HONOURED = (*run.RESUME_HONOURED, "num_eval_batches", "permuted_content",
 
 
 def train(args, device, info=DistInfo(), given=()):
-    with run.training_folder(args, build_parser(), info, given, ENCODER_FILES, check_args,
+    with run.training_folder(args, build_parser(), info, given, ENCODER_FILES, check_model_args,
                              honoured=RESUME_HONOURED) as save_dir:
-        if args.resume:
-            check_identity(save_dir, args, os.path.join(save_dir, "args.json"))
-        elif info.is_main and args.view_latents and partial.undersized(partial.layout(args)):
+        if not args.resume and info.is_main and args.view_latents and partial.undersized(partial.layout(args)):
             name, width, size = partial.undersized(partial.layout(args))
             print(f"warning: --encoding-size {width} gives the set of views {name} fewer coordinates than "
                   f"its content has latents ({size}): that content cannot be recovered in full", file=sys.stderr)
@@ -371,9 +369,20 @@ def run_training(args, device, info, save_dir, space, net):
 
 
 def load_for_evaluation(args):
-    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True, check=check_args)
-    check_identity(save_dir, args, os.path.join(save_dir, "args.json") if args.load_args else "the command line")
+    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True,
+                                            check=check_model_args)
+    if not args.load_args:  # with it, check_model_args has compared args.json's view list
+        check_identity(save_dir, args, "the command line")
     return save_dir, saved
+
+
+def check_model_args(args):
+    """check_args for settings restored from a model folder's args.json (--resume, --load-args):
+    the model's own view list first, then the flags that depend on it, so that an edited view
+    list is blamed on itself and not on a flag it makes meaningless."""
+    save_dir = os.path.join(args.model_dir, args.model_id)
+    check_identity(save_dir, args, os.path.join(save_dir, "args.json"))
+    check_args(args)
 
 
 def identity(args):

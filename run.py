@@ -27,9 +27,9 @@ import torch
 
 import metrics
 import recipe
+import stamps
 from cli import UserError, check_finite, first_line, flag_of
 from distributed import barrier, broadcast_object, cleanup, device_for, init_distributed
-import stamps
 from facts import CHECKPOINT, RESULTS_FILE
 from files import FolderLock, atomic_write_json, atomic_write_text, check_writable, read_json
 from utils import all_finite, atomic_torch_save, state_dict_mismatch
