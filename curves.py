@@ -37,8 +37,10 @@ def seed_of(folder, name):
         return int(match.group(1)) if match else name
 
 
-def collect(folder, kind):
-    """{setting: [(seed, metrics DataFrame)]} of the runs in `folder` with a non-empty metrics.csv."""
+def collect(folder, kind, notes=None):
+    """{setting: [(seed, metrics DataFrame)]} of the runs in `folder` with a non-empty metrics.csv;
+    a run whose metrics.csv holds something else than rows of numbers is left out, its reason
+    appended to `notes`."""
     panels = {}
     if not os.path.isdir(folder):
         return panels
@@ -49,8 +51,10 @@ def collect(folder, kind):
             continue
         try:
             rows = read_metrics(path)
-        except (OSError, ValueError):
-            continue  # unreadable: the report lists runs by their results, not here
+        except (OSError, ValueError) as err:  # one text value would turn a panel's axis into text
+            if notes is not None:
+                notes.append(f"{name}: left out of the training curves, {str(err).splitlines()[0]}")
+            continue
         if len(rows) and wanted & set(rows.columns):
             panels.setdefault(setting_of(name), []).append((seed_of(os.path.join(folder, name), name), rows))
     for runs in panels.values():
@@ -58,9 +62,9 @@ def collect(folder, kind):
     return panels
 
 
-def plot_curves(folder, kind, path, title):
+def plot_curves(folder, kind, path, title, notes=None):
     """Write the curves of `folder` to `path`; False (nothing written) if no run has a metrics.csv."""
-    panels = collect(folder, kind)
+    panels = collect(folder, kind, notes)
     if not panels:
         return False
     fig, axes = plt.subplots(2, len(panels), figsize=(max(3.2 * len(panels), 6), 5.6), squeeze=False,
@@ -74,7 +78,8 @@ def plot_curves(folder, kind, path, title):
                     ax.plot(rows["step"], rows[column], lw=1, label=f"seed {seed}")
             if row == 0:
                 ax.set_title(setting, fontsize=8)
-                ax.legend(fontsize=6, loc="best")
+                if ax.lines:  # a run of another kind (no such column) draws nothing here
+                    ax.legend(fontsize=6, loc="best")
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
             if row == 1:

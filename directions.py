@@ -56,6 +56,7 @@ def load_model(folder, device):
         raise UserError(f"{path} records no training seed")
     args = parser.parse_args([])
     vars(args).update({k: v for k, v in saved.items() if k in vars(args)})
+    main_mlp.check_identity(folder, args, path)  # before the flags that depend on the view list
     run.check_restored(main_mlp.check_args, args, path, saved)
     run.check_seed(f"{path}: seed", saved["seed"])
     return (args, *main_mlp.load_trained(args, folder, saved, device))

@@ -212,7 +212,8 @@ def whiten_first_layer_(net, x, eps=1e-6):
     direction at a rate proportional to its variance. Only the initial weights
     change; the layer stays a plain Linear."""
     x = x.double()
-    evals, evecs = torch.linalg.eigh(torch.cov(x.T))
+    d = x.shape[1]
+    evals, evecs = torch.linalg.eigh(torch.cov(x.T).reshape(d, d))  # one column: cov is a scalar
     zca = evecs @ torch.diag(evals.clamp_min(eps).rsqrt()) @ evecs.T
     first = net[0]
     with torch.no_grad():

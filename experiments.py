@@ -11,10 +11,12 @@ main_imgtxt.py (run-name encodes the settings and the seed, e.g.
 p0.75_stat_cau_multi_s0), to which the runner adds
     train.log, evaluate.log   stdout and stderr of each step
     TRAINED                   written after training exited 0
-A run whose results.csv exists is skipped, so rerunning a command resumes it.
-A folder without TRAINED (and without results.csv) is what an interrupted
-training left behind: it is continued with the entry point's --resume where it
-holds a checkpoint.pt, otherwise deleted and trained again from scratch.
+A run whose results.csv holds the results of the weights in its folder (stamps.py)
+is skipped, so rerunning a command resumes it. A folder without TRAINED (and
+without results) is what an interrupted training left behind: it is continued with
+the entry point's --resume where it holds a checkpoint.pt, otherwise deleted and
+trained again from scratch. The runner decides this while it holds the output
+folder's lock, so that it never acts on what another runner has changed since.
 figure8 evaluates copies of table1's multimodal models, training them in
 <out>/table1/ first where they are missing (table1 then reuses them).
 """
@@ -35,8 +37,10 @@ from dataclasses import dataclass
 
 import grids
 import slurm
+import stamps
+import viewspec
 from cli import OneLineParser, UserError, flag_of, run_cli
-from facts import CHECKPOINT, INITS, MODEL_FILES, RECIPE_DEFAULTS
+from facts import ARGS_FILE, CHECKPOINT, INITS, MODEL_FILES, PARTIAL_FILE, RECIPE_DEFAULTS, RESULTS_FILE
 from files import FolderLock, atomic_write_json, read_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -210,14 +214,17 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_s
 # ------------------------------------------------------- state on disk ---
 
 def has_results(folder):
-    """A results.csv with a header and at least one row: an empty or truncated file (a full
-    disk under another writer, a file made by hand) is no finished evaluation."""
+    """A results.csv with a header and at least one row, beside the args.json of the model it
+    evaluated, and computed from the weights now in the folder (stamps.py): an empty or
+    truncated file (a full disk under another writer, a file made by hand), a stray one, or
+    the results of weights trained further since, are no finished evaluation."""
     try:
-        with open(os.path.join(folder, "results.csv"), errors="replace") as f:
+        with open(os.path.join(folder, RESULTS_FILE), errors="replace") as f:
             lines = [line for _, line in zip(range(2), f) if line.strip()]
     except OSError:
         return False
-    return len(lines) == 2 and "," in lines[0]
+    return (len(lines) == 2 and "," in lines[0] and os.path.isfile(os.path.join(folder, ARGS_FILE))
+            and stamps.stale(folder) is None)
 
 
 def is_trained(folder):
@@ -231,12 +238,12 @@ def resumable(folder):
 
 
 def settings_conflicts(folder, train_flags):
-    """Flags in which a trained model's args.json differs from `train_flags`,
-    e.g. '--lr 0.001 (here 0.0001)'."""
-    path = os.path.join(folder, "args.json")
+    """[(flag, args.json's value, the wanted value)] where a trained model's settings differ
+    from `train_flags`."""
+    path = os.path.join(folder, ARGS_FILE)
     if not os.path.isfile(path):
         return []
-    saved = read_json(path, "args.json")
+    saved = read_json(path, ARGS_FILE)
     conflicts = []
     # A recipe flag left out of the command means its default (the published recipe).
     defaults = {flag_of(key): value for key, value in RECIPE_DEFAULTS.items() if flag_of(key) not in train_flags}
@@ -244,13 +251,15 @@ def settings_conflicts(folder, train_flags):
         key = flag.lstrip("-").replace("-", "_")
         if flag in NOT_COMPARED or key not in saved or wanted is None:  # None: left out (grids.NO_BLOCKS)
             continue
-        if not same_value(saved[key], wanted):
-            conflicts.append(f"{flag} {saved[key]} (here {wanted})")
+        if not same_value(saved[key], wanted, key):
+            conflicts.append((flag, saved[key], wanted))
     return conflicts
 
 
-def same_value(have, wanted):
-    """args.json's value against a flag's (1e-4 == 0.0001; True == present)."""
+def same_value(have, wanted, key=None):
+    """args.json's value against a flag's (1e-4 == 0.0001; True == present; view lists parsed)."""
+    if key == "view_latents":
+        return viewspec.same(have, wanted)
     if isinstance(wanted, bool):
         return bool(have) == wanted
     try:
@@ -259,11 +268,20 @@ def same_value(have, wanted):
         return str(have) == str(wanted)
 
 
+# The runner's own flags that replace a scale's setting of every training.
+RUNNER_FLAGS = ("--train-steps", "--encoder-init")
+
+
 def check_reuse(runs):
-    """Refuse to skip, reuse or resume models trained with other settings (e.g. quick vs paper scale)."""
+    """Refuse to skip, reuse or resume models trained with other settings (e.g. quick vs paper
+    scale, or another --train-steps: a cosine schedule is laid over the run's steps, so a longer
+    run is another model, and extending a finished one would make its results stale)."""
     bad = {}
     for run in runs:
         for folder in {run.train_dir, run.run_dir}:
+            if os.path.isfile(os.path.join(folder, RESULTS_FILE)) and not os.path.isfile(os.path.join(folder, ARGS_FILE)):
+                raise UserError(f"{folder} holds a {RESULTS_FILE} but no {ARGS_FILE}, so no model of known "
+                                "settings: move it out of the way (the runner would train the run there)")
             if folder not in bad and (is_trained(folder) or resumable(folder)):
                 conflicts = settings_conflicts(folder, run.train_flags)
                 if conflicts:
@@ -271,8 +289,12 @@ def check_reuse(runs):
     if bad:
         folder, conflicts = next(iter(bad.items()))
         more = f"; and {len(bad) - 1} more folders" if len(bad) > 1 else ""
-        raise UserError(f"{folder} was trained with other settings: {', '.join(conflicts)}{more}; "
-                        "use another --out, or the --scale it was run with")
+        own = [(flag, have) for flag, have, _ in conflicts if flag in RUNNER_FLAGS]
+        hint = (f"rerun with {' '.join(f'{flag} {have}' for flag, have in own)} as it was run, or use another --out"
+                if len(own) == len(conflicts) else "use another --out, or the --scale it was run with")
+        raise UserError(f"{folder} was trained with other settings: "
+                        f"{', '.join(f'{flag} {have} (here {wanted})' for flag, have, wanted in conflicts)}{more}; "
+                        f"{hint}")
 
 
 # ------------------------------------------------------------ the plan ---
@@ -381,7 +403,7 @@ def copy_model(source, dest):
     partial = dest + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial, ignore=shutil.ignore_patterns(
-        "results.csv", "evaluate.log", "evaluation.json", CHECKPOINT, "*.tmp", ".lock"))  # the checkpoint only serves --resume
+        RESULTS_FILE, PARTIAL_FILE, "evaluate.log", stamps.EVALUATION_FILE, CHECKPOINT, "*.tmp", ".lock"))  # the checkpoint only serves --resume
     atomic_write_json(os.path.join(partial, TRAINED), {"copied_from": source, "time": time.ctime()})
     os.rename(partial, dest)
 
@@ -610,6 +632,8 @@ def seed_list(text):
     try:
         if "-" in text:
             first, last = (int(x) for x in text.split("-"))
+            if last < first:
+                raise argparse.ArgumentTypeError(f"{text!r} runs backwards; write the range A-B with A <= B")
             if last - first >= MAX_SEEDS:  # before building the list: 0-100000000000 would exhaust memory
                 raise argparse.ArgumentTypeError(f"{text!r} names {last - first + 1} seeds; at most "
                                                  f"{MAX_SEEDS} per command")
@@ -650,6 +674,11 @@ def parse_args(argv):
     if args.encoder_init is not None and all(grids.EXPERIMENTS[e].needs_data for e in args.experiments):
         raise UserError(f"--encoder-init sets the simulation's encoders; {', '.join(args.experiments)} "
                         "trains none (its image encoder is torchvision's ResNet-18)")
+    if args.datapath is not None and not any(grids.EXPERIMENTS[e].needs_data for e in args.experiments):
+        raise UserError(f"--datapath is image/text data (figure3); {', '.join(args.experiments)} "
+                        "reads none (the simulation draws its own samples)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out} exists and is not a folder")
     if args.rows:
         known = {name for e in args.experiments for name, _ in grids.EXPERIMENTS[e].grid}
         missing = [row for row in args.rows if row not in known]
@@ -695,37 +724,37 @@ def refuse_submitted(jobs):
                             "if that job will not run again")
 
 
+def plan(runs):
+    """The jobs of `runs` with the steps still to do, from what is on disk now. The local
+    launcher plans while it holds the output folder's lock: a plan made before it would
+    remove, and train again, a model that another runner finished in between."""
+    check_reuse(runs)
+    jobs = group_jobs(runs)
+    for job in jobs:
+        job.steps = plan_steps(job)
+    return jobs
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.list:
         return print_grids(args)
     runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows,
                                 args.train_steps, args.encoder_init)
-    check_reuse(runs)
-    jobs = group_jobs(runs)
-    for job in jobs:
-        job.steps = plan_steps(job)
-    pending = [job for job in jobs if job.steps]
-    n_done = sum(has_results(run.run_dir) for run in runs)
     if args.launcher == "slurm":  # slurm.py: one SLURM job per Job, doing what run_job does here
-        return slurm.launch(args, runs, jobs, generate, out_lock)
-
+        return slurm.launch(args, runs, plan(runs), generate, out_lock)
     if args.dry_run:
-        print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do")
-        if generate:
-            print(generate.describe())
-        for job in pending:
-            for step in job.steps:
-                print(step.describe())
-        return 0
+        return print_plan(runs, plan(runs), generate)
 
-    refuse_submitted(pending)
-    say(f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do, {args.jobs} at a time")
     _STOP.clear()
     _SPANS.clear()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with out_lock(args.out):
+            pending = [job for job in plan(runs) if job.steps]
+            refuse_submitted(pending)
+            n_done = sum(has_results(run.run_dir) for run in runs)
+            say(f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do, {args.jobs} at a time")
             if generate:
                 generate_data(generate)
             failures = run_jobs(pending, args.jobs)
@@ -739,6 +768,18 @@ def main(argv=None):
     for message in failures:
         print(f"  {message}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def print_plan(runs, jobs, generate):
+    """--dry-run: the steps still to do, as shell commands."""
+    n_done = sum(has_results(run.run_dir) for run in runs)
+    print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do")
+    if generate:
+        print(generate.describe())
+    for job in jobs:
+        for step in job.steps:
+            print(step.describe())
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ ARGS_FILE = "args.json"        # every setting of a training (the published name
 RESULTS_FILE = "results.csv"   # an evaluation's table (the published name and columns)
 CHECKPOINT = "checkpoint.pt"   # modules, optimiser, step and random streams, for --resume
 PARTIAL_FILE = "partial.csv"   # main_mlp.py --view-latents: each set of views' content (partial.py)
+PARTIAL_COLUMNS = ("views", "view", "coordinates", "target", "latents", "r2_linear", "r2_nonlinear",
+                   "mcc", "mcc_spearman")
 # Files a finished training has left, per entry point (the published layouts).
 MODEL_FILES = {"main_mlp.py": (ARGS_FILE, "g1.pt", "g2.pt"),
                "main_imgtxt.py": (ARGS_FILE, "encoder_img.pt", "encoder_txt.pt")}

@@ -10,6 +10,16 @@ from cli import UserError
 from distributed import DistInfo, gather_with_grad, mean_over_ranks
 from utils import load_into
 
+# Below this temperature the logits (similarities / tau) are so large that float32 rounds the
+# differences between them, which carry the loss, away: --tau 1e-30 trains on a loss of 1e25.
+MIN_TAU = 1e-4
+
+
+def check_tau(tau):
+    if not MIN_TAU <= tau < math.inf:
+        raise UserError(f"--tau must be a finite number >= {MIN_TAU:g}, got {tau} (the loss divides the "
+                        "similarities by it: smaller temperatures round its differences away in float32)")
+
 
 def pairwise_lp(a, b, p=2.0):
     """Matrix of sum_k |a_ik - b_jk|^p, without forming the n x m x d difference tensor for p = 2."""

@@ -8,7 +8,7 @@ encodings (regression R^2 for continuous factors, accuracy for discrete ones).
     python main_imgtxt.py --datapath m3di --model-id imgtxt_example --encoding-size 4
     python main_imgtxt.py --datapath m3di --model-id imgtxt_example --load-args --evaluate
 """
-from cli import UserError, check_finite, first_line, run_cli  # first: a Ctrl-C while torch loads then gives one line
+from cli import UserError, first_line, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
 import math
 import os
@@ -28,8 +28,8 @@ import run
 from distributed import DistInfo, sync_batchnorm, wrap_ddp
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
-from losses import (LEARN_TAU_HELP, TEMPERATURE, GatheredInfoNCE, check_learn_tau, learned_temperature,
-                    load_temperature)
+from losses import (LEARN_TAU_HELP, TEMPERATURE, GatheredInfoNCE, check_learn_tau, check_tau,
+                    learned_temperature, load_temperature)
 from facts import SPLITS
 from files import atomic_write_json, read_json
 from utils import atomic_torch_save, infinite_iterator, load_into, set_seed, should_log
@@ -52,9 +52,10 @@ ENCODER_FILES = r"encoder_(img|txt)(_\d+)?\.pt"  # saved after checkpoint.pt
 METADATA_FILE = "metadata.json"
 METADATA_KEYS = ("sequence_length", "vocab_size", "image_size")
 EVAL_PROTOCOLS = ("exact", "published")
-# --resume: flags taken from the command line (the data may have moved), and flags that may change.
+# --resume: flags taken from the command line (the data may have moved), and flags that may change
+# (--eval-protocol steers --evaluate alone: a training ignores it, resumed or not).
 RESUME_OWN = (*run.RESUME_OWN, "datapath", "workers")
-RESUME_HONOURED = (*run.RESUME_HONOURED, "checkpoint_steps", "save_all_checkpoints")
+RESUME_HONOURED = (*run.RESUME_HONOURED, "checkpoint_steps", "save_all_checkpoints", "eval_protocol")
 
 
 def build_parser():
@@ -91,7 +92,10 @@ def check_args(args):
         raise UserError(f"--workers must be at least 0, got {args.workers}")
     if args.max_sequence_length < 2:
         raise UserError(f"--max-sequence-length must be at least 2, got {args.max_sequence_length}")
-    check_finite("--tau", args.tau)
+    check_tau(args.tau)
+    if args.evaluate and args.eval_protocol == "published" and args.batch_size < 2:
+        raise UserError("--eval-protocol published needs --batch-size at least 2 (its BatchNorm in "
+                        f"training mode normalises each batch by the batch's own statistics), got {args.batch_size}")
     check_learn_tau(args)
     if not os.path.isdir(args.datapath):
         raise UserError(f"data folder not found: {args.datapath}")

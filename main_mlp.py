@@ -11,6 +11,7 @@ encodings recover.
 from cli import UserError, check_finite, first_line, flag_of, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import argparse
 import os
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -27,13 +28,14 @@ import probes
 import recipe
 import run
 import spaces
+import viewspec
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import simulation_encoder, whiten_first_layer_
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
-from losses import (LEARN_TAU_HELP, TEMPERATURE, LpSimCLRLoss, MultiViewLpLoss, check_learn_tau,
+from losses import (LEARN_TAU_HELP, TEMPERATURE, LpSimCLRLoss, MultiViewLpLoss, check_learn_tau, check_tau,
                     learned_temperature, load_temperature)
 from facts import DISCRETE_FLAGS, INITS, RECIPE_DEFAULTS
-from files import atomic_write_csv, atomic_write_json
+from files import atomic_write_json
 from utils import atomic_torch_save, load_into, set_seed, should_log
 
 EVAL_BATCH = 4096
@@ -127,8 +129,7 @@ def check_args(args):
         raise UserError(f"--style-change-prob must be in [0, 1], got {args.style_change_prob}")
     for flag, value in (("--c-param", args.c_param), ("--m-param", args.m_param)):
         check_finite(flag, value)
-    if not 0.0 < args.tau < float("inf"):
-        raise UserError(f"--tau must be a finite number > 0, got {args.tau}")
+    check_tau(args.tau)
     check_learn_tau(args)
     check_discrete(args)
     if getattr(args, "estimate_content_size", False) and getattr(args, "view_latents", None):
@@ -314,15 +315,24 @@ def save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen):
                         generator=gen.get_state(), probe_generator=probe_gen.get_state())
 
 
+# --resume may change these: they steer --evaluate alone, which a training ignores, resumed or not.
+RESUME_HONOURED = (*run.RESUME_HONOURED, "num_eval_batches", "permuted_content", "mlp_eval", "cpu_generator")
+
+
 def train(args, device, info=DistInfo(), given=()):
-    with run.training_folder(args, build_parser(), info, given, ENCODER_FILES, check_args) as save_dir:
+    with run.training_folder(args, build_parser(), info, given, ENCODER_FILES, check_model_args,
+                             honoured=RESUME_HONOURED) as save_dir:
+        if not args.resume and info.is_main and args.view_latents and partial.undersized(partial.layout(args)):
+            name, width, size = partial.undersized(partial.layout(args))
+            print(f"warning: --encoding-size {width} gives the set of views {name} fewer coordinates than "
+                  f"its content has latents ({size}): that content cannot be recovered in full", file=sys.stderr)
         set_seed(args.seed)
         space, net = build_training(args, device)
         if info.is_main:
             atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
         if info.is_main and not args.resume:
-            spaces.save_parameters(space.params, os.path.join(save_dir, spaces.PARAMS_FILE),
-                                   atomic_torch_save)
+            spaces.save_parameters({**space.params, **identity(args)},
+                                   os.path.join(save_dir, spaces.PARAMS_FILE), atomic_torch_save)
             for name, f in net.mixings().items():
                 atomic_torch_save(f.state_dict(), os.path.join(save_dir, f"{name}.pt"))
         run_training(args, device, info, save_dir, space, net)
@@ -373,11 +383,44 @@ def run_training(args, device, info, save_dir, space, net):
 
 
 def load_for_evaluation(args):
-    return run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True, check=check_args)
+    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True,
+                                            check=check_model_args)
+    if not args.load_args:  # with it, check_model_args has compared args.json's view list
+        check_identity(save_dir, args, "the command line")
+    return save_dir, saved
 
 
-def saved_latent_params(save_dir, args):
-    """Parameters stored at training time, or None for folders of the published scripts."""
+def check_model_args(args):
+    """check_args for settings restored from a model folder's args.json (--resume, --load-args):
+    the model's own view list first, then the flags that depend on it, so that an edited view
+    list is blamed on itself and not on a flag it makes meaningless."""
+    save_dir = os.path.join(args.model_dir, args.model_id)
+    check_identity(save_dir, args, os.path.join(save_dir, "args.json"))
+    check_args(args)
+
+
+def identity(args):
+    """What a model's networks were built for beyond their shapes, saved in latent_space.pt: the
+    view list (its order gives each encoding coordinate its latent; "" for none)."""
+    return {"view_latents": args.view_latents or ""}
+
+
+def check_identity(save_dir, args, source):
+    """Refuse to resume or evaluate a model as another one: a view list that differs from the one
+    latent_space.pt records (reordered latents fit the same weights). Folders saved before the
+    record, and the published scripts', have nothing to compare."""
+    params = read_latent_file(save_dir)
+    recorded = params.get("view_latents") if params is not None else None
+    if recorded is None or viewspec.same(recorded or None, args.view_latents):
+        return
+    def spec(text):
+        return f"--view-latents {text}" if text else "no --view-latents"
+    raise UserError(f"{save_dir} holds a model trained with {spec(recorded)} ({spaces.PARAMS_FILE}), "
+                    f"but {source} gives {spec(args.view_latents)}")
+
+
+def read_latent_file(save_dir):
+    """latent_space.pt of a model folder, or None where there is none (the published scripts')."""
     path = os.path.join(save_dir, spaces.PARAMS_FILE)
     if not os.path.exists(path):
         return None
@@ -385,6 +428,17 @@ def saved_latent_params(save_dir, args):
         params = spaces.load_parameters(path)
     except Exception as err:
         raise UserError(f"cannot read {path}: {first_line(err)}") from None
+    if not isinstance(params, dict):
+        raise UserError(f"{path} does not hold a model's latent parameters (a dict)")
+    return params
+
+
+def saved_latent_params(save_dir, args):
+    """Parameters stored at training time, or None for folders of the published scripts."""
+    params = read_latent_file(save_dir)
+    if params is None:
+        return None
+    path = os.path.join(save_dir, spaces.PARAMS_FILE)
     wanted = {k: v for k, v in params.items()
               if (k.startswith("Sigma_") and args.statistical_dependence)
               or (k in ("B", "a") and args.content_dependent_style)}
@@ -515,10 +569,9 @@ def evaluate_partial(args, device, save_dir, saved):
     sets = partial.set_rows(plan, val, test, columns["r2_nonlinear"], device)
     print("Regression results:\n" + results.to_string(index=False))
     print("Content of each set of views:\n" + sets.to_string(index=False))
-    atomic_write_csv(sets, os.path.join(save_dir, partial.FILE))  # before results.csv, which marks the end
     run.save_results(save_dir, results, args, saved, unused=("batch_size", "encoder_init"),
-                     val_loss=val_loss, test_loss=test_loss, eval_batch=EVAL_BATCH,
-                     encoding_sizes=plan.sizes)
+                     tables={partial.FILE: sets}, val_loss=val_loss, test_loss=test_loss,
+                     eval_batch=EVAL_BATCH, encoding_sizes=plan.sizes)
     return results
 
 

@@ -8,7 +8,9 @@ Columns: step, lr, then what the entry point's log line measures
 Each row is written, flushed and fsynced before the step's checkpoint, so a kill leaves
 at most a torn last line, which is dropped when the file is opened again. --resume
 keeps the rows up to the checkpoint's step: the steps after it are trained, and
-logged, again, so every logged step appears once, in order. No torch at import:
+logged, again, so every logged step appears once, in order. Any other line that is
+not a row (a hand edit, a damaged disk) is refused by --resume and by the readers,
+naming the line, rather than dropped or drawn. No torch at import:
 report.py reads these files.
 """
 import os
@@ -27,31 +29,66 @@ def add_arguments(p):
 
 def parse_step(line):
     """The step of a row, or None for a line that is not a row (header, garbage)."""
-    try:
-        return int(line.split(",", 1)[0])
-    except ValueError:
-        return None
+    text = line.split(",", 1)[0]
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
-def kept_lines(path, last_step):
-    """(header, rows) of an existing metrics.csv: complete lines only, rows with
-    step <= last_step, strictly increasing (a torn or repeated line is dropped)."""
+def scan(path):
+    """(header, rows, problem) of a metrics.csv: its complete lines only (the part after the
+    last newline is torn by a kill, or empty), the rows that are valid (a field per column, a
+    step above the previous row's, numbers or empty), and the first line that is not, as text
+    (None where every line is). Only a hand edit or a damaged disk leaves such a line."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except FileNotFoundError:
-        return None, []
-    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
-    if not lines or not lines[0].startswith("step,"):
-        return None, []
-    header, rows, previous = lines[0], [], 0
-    width = header.count(",")
-    for line in lines[1:]:
-        step = parse_step(line)
-        if step is not None and previous < step <= last_step and line.count(",") == width:
+        return None, [], None
+    lines = text.split("\n")[:-1]
+    if not lines:
+        return None, [], None
+    names = lines[0].split(",")
+    if names[0] != "step" or len(names) < 2 or "" in names or len(set(names)) < len(names):
+        return None, [], f"line 1 ({lines[0][:40]!r}) is not a header step,<columns>"
+    rows, previous, problem = [], 0, None
+    for number, line in enumerate(lines[1:], 2):
+        why = row_problem(line.split(","), names, previous)
+        if why is None:
             rows.append(line)
-            previous = step
+            previous = parse_step(line)
+        elif problem is None:
+            problem = f"line {number}: {why}"
+    return lines[0], rows, problem
+
+
+def row_problem(fields, names, previous):
+    if len(fields) != len(names):
+        return f"{len(fields)} fields where the header has {len(names)}"
+    step = parse_step(fields[0])
+    if step is None or step <= previous:
+        return f"step {fields[0][:20]!r} does not follow step {previous}"
+    for name, value in zip(names[1:], fields[1:]):
+        try:
+            float(value or 0)
+        except ValueError:
+            return f"{value[:20]!r} in {name} is not a number"
+    return None
+
+
+def check_resumable(folder):
+    """(header, rows) of the metrics.csv that --resume continues; a UserError naming the line
+    where it holds something else, which rewriting the file would drop without a word."""
+    path = os.path.join(folder, FILE)
+    header, rows, problem = scan(path)
+    if problem is not None:
+        raise UserError(f"--resume: {path}, {problem}; mend the line or move the file away "
+                        "(it holds the run's curve so far)")
     return header, rows
+
+
+def kept_lines(path, last_step):
+    """(header, rows) of an existing metrics.csv: its valid rows with step <= last_step."""
+    header, rows, _ = scan(path)
+    return header, [row for row in rows if parse_step(row) <= last_step]
 
 
 class MetricsLog:
@@ -63,7 +100,8 @@ class MetricsLog:
         self.columns = None
         text = ""
         if resume_step is not None:
-            header, rows = kept_lines(self.path, resume_step)
+            header, rows = check_resumable(folder)
+            rows = [row for row in rows if parse_step(row) <= resume_step]
             if header is not None:
                 self.columns = header.split(",")[1:]
                 text = "\n".join([header, *rows]) + "\n"
@@ -128,11 +166,14 @@ class NullLog:
 
 
 def read_metrics(path):
-    """metrics.csv as a pandas DataFrame (complete rows only)."""
+    """metrics.csv as a pandas DataFrame of numbers (complete rows only); a ValueError that names
+    the line where the file holds something else than rows of numbers."""
     import io
 
     import pandas as pd
-    header, rows = kept_lines(path, float("inf"))
+    header, rows, problem = scan(path)
+    if problem is not None:
+        raise ValueError(f"{FILE} {problem}")
     if header is None:
         return pd.DataFrame()
     return pd.read_csv(io.StringIO("\n".join([header, *rows]) + "\n"))

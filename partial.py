@@ -29,7 +29,6 @@ Views are numbered from 1 (f1, g1, hz1, as everywhere in main_mlp.py), latents f
 (COLUMNS) beside results.csv.
 """
 import itertools
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,19 +38,17 @@ from torch import nn
 
 import probes
 from cli import UserError
-from facts import PARTIAL_FILE
+from facts import PARTIAL_COLUMNS, PARTIAL_FILE
 from distributed import DistInfo, gather_with_grad
 from encoders import simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import symmetric_lp_loss
+from viewspec import FLAG, canonical, parse_spec  # noqa: F401 (parse_spec: partial.parse_spec)
 
-FLAG = "--view-latents"
 MODES = ("truth", "split")
-MAX_LATENTS = 64   # the networks grow with the view sizes (hidden widths 50 |S_k|)
-MAX_VIEWS = 8      # the loss has a term per set of views: up to 2^K - K - 1 of them
+MAX_ENCODING = 2**16  # split: coordinates per view at most (each a unit of the encoder's last layer)
 FILE = PARTIAL_FILE
-COLUMNS = ("views", "view", "coordinates", "target", "latents", "r2_linear", "r2_nonlinear",
-           "mcc", "mcc_spearman")
+COLUMNS = PARTIAL_COLUMNS
 # Flags of the shared-content model that have no meaning when the view list gives the latents.
 UNUSED = ("content_n", "style_n", "modality_n", "style_change_prob", "c_param", "m_param")
 REFUSED = ("statistical_dependence", "content_dependent_style", "independent_covariances",
@@ -60,7 +57,7 @@ REFUSED = ("statistical_dependence", "content_dependent_style", "independent_cov
 
 
 def add_arguments(p):
-    p.add_argument(FLAG, default=None, metavar="VIEWS",
+    p.add_argument(FLAG, default=None, metavar="VIEWS", type=canonical,
                    help="partial observability (Yao et al., 2024): the latents each view sees, views "
                         "separated by ';', each a comma list of indices and ranges A-B, e.g. "
                         "'0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5' (docs/partial.md)")
@@ -68,51 +65,6 @@ def add_arguments(p):
                    help=f"with {FLAG}: which encoding coordinates hold each set's content: 'truth' "
                         "(default; the known position of each latent, as the reference) or 'split' "
                         "(--encoding-size coordinates per set, no ground truth)")
-
-
-# -------------------------------------------------------- the view list ---
-
-def parse_spec(text):
-    """'0-2;1,2' -> ((0, 1, 2), (1, 2)): the latents of each view, in the order given."""
-    if not text.strip():
-        raise UserError(f"{FLAG} is empty; give the latents of each view, e.g. '0-2;1,2,3'")
-    views = tuple(parse_view(part, k) for k, part in enumerate(text.split(";"), 1))
-    if len(views) < 2:
-        raise UserError(f"{FLAG} names {len(views)} view; give at least 2, separated by ';'")
-    if len(views) > MAX_VIEWS:
-        raise UserError(f"{FLAG} names {len(views)} views; at most {MAX_VIEWS} (the loss has a term "
-                        "for every set of views that shares a latent)")
-    n = 1 + max(max(v) for v in views)
-    unseen = sorted(set(range(n)) - set().union(*map(set, views)))
-    if unseen:
-        raise UserError(f"{FLAG}: latent {unseen[0]} is seen by no view; number the latents "
-                        f"0..{n - 1} without gaps")
-    return views
-
-
-def parse_view(part, k):
-    if not part.strip():
-        raise UserError(f"{FLAG}: view {k} sees no latents (nothing between two ';')")
-    latents = [i for item in part.split(",") for i in parse_item(item.strip(), k)]
-    repeated = [i for i in latents if latents.count(i) > 1]
-    if repeated:
-        raise UserError(f"{FLAG}: view {k} lists latent {repeated[0]} twice")
-    return tuple(latents)
-
-
-def parse_item(item, k):
-    match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)
-    if not match:
-        raise UserError(f"{FLAG}: view {k}: {item!r} is not a latent index or a range A-B "
-                        "(indices are integers from 0)")
-    first = int(match[1])
-    last = int(match[2]) if match[2] else first
-    if last >= MAX_LATENTS or first >= MAX_LATENTS:
-        raise UserError(f"{FLAG}: view {k}: latent {max(first, last)} is out of range "
-                        f"(indices 0..{MAX_LATENTS - 1})")
-    if last < first:
-        raise UserError(f"{FLAG}: view {k}: the range {item!r} runs backwards")
-    return range(first, last + 1)
 
 
 # ------------------------------------------------- sets and coordinates ---
@@ -141,6 +93,10 @@ def assign_coordinates(views, sets, mode, width):
         coords = [{k: tuple(views[k].index(i) for i in content) for k in subset} for subset, content in sets]
         return coords, [len(v) for v in views]
     sizes, coords = [0] * len(views), []
+    most = max(sum(k in subset for subset, _ in sets) for k in range(len(views))) * width
+    if most > MAX_ENCODING:  # before the coordinate tuples, which would exhaust memory
+        raise UserError(f"--encoding-size {width} gives a view {most} coordinates with --content-coords "
+                        f"split (--encoding-size per set of views it is in); at most {MAX_ENCODING}")
     for subset, _ in sets:
         entry = {}
         for k in subset:
@@ -176,7 +132,8 @@ def layout(args):
 def check_args(args, parser):
     """Refuse flags that the partial-observability model does not have (one line, naming the flag)."""
     if args.view_latents is None:
-        if args.content_coords is not None:
+        # --resume and --load-args take the view list from args.json (checked again then)
+        if args.content_coords is not None and not (args.resume or args.load_args):
             raise UserError(f"--content-coords needs {FLAG}")
         return
     layout(args)  # the view list's own errors
@@ -190,6 +147,16 @@ def check_args(args, parser):
         if getattr(args, key) != parser.get_default(key):
             raise UserError(f"--{key.replace('_', '-')} has no meaning with {FLAG} (the view list gives "
                             "the latents each view sees); leave it out")
+
+
+def undersized(plan):
+    """(set name, coordinates, content size) of the first set whose coordinates in a view are
+    fewer than the latents of its content (split with a small --encoding-size), or None."""
+    for (subset, content), coords in zip(plan.sets, plan.coords):
+        width = min(len(c) for c in coords.values())
+        if width < len(content):
+            return set_name(subset), width, len(content)
+    return None
 
 
 # ------------------------------------------------------- data and networks ---

@@ -9,8 +9,11 @@ says otherwise. Settings are read from each run's args.json, so the report
 does not depend on how the run folders are named. Values are means and sample
 standard deviations (ddof = 1) over the seeds whose value is finite.
 """
+import collections
+import json
 import math
 import os
+import re
 import sys
 
 import matplotlib
@@ -22,8 +25,10 @@ import pandas as pd  # noqa: E402
 
 import curves  # noqa: E402
 import grids  # noqa: E402
+import stamps  # noqa: E402
+import viewspec  # noqa: E402
 from cli import OneLineParser, UserError, run_cli  # noqa: E402
-from facts import DISCRETE_FLAGS, PARTIAL_FILE  # noqa: E402
+from facts import DISCRETE_FLAGS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE  # noqa: E402
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
@@ -87,10 +92,12 @@ def run_problem(kind, args, results, keyed=True):
     return None
 
 
-def load_runs(folder, kind="sim", keyed=True):
+def load_runs(folder, kind="sim", keyed=True, partial=False):
     """(runs, notes): runs = [(name, args, results)] of the sub-folders with a valid
-    results.csv and args.json; notes = one line per sub-folder left out and why. `keyed`: the
-    report's rows are keyed by the settings of RUN_CONTENTS, which must then be present."""
+    results.csv and args.json, computed from the weights in the folder (stamps.py); notes = one
+    line per sub-folder left out and why. `keyed`: the report's rows are keyed by the settings
+    of RUN_CONTENTS, which must then be present. `partial`: the runs are partial-observability
+    runs (--view-latents), which no other simulation report takes."""
     runs, notes = [], []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
@@ -108,12 +115,66 @@ def load_runs(folder, kind="sim", keyed=True):
         except (UserError, ValueError, OSError) as err:
             notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
             continue
-        problem = run_problem(kind, args, results, keyed)
+        problem = run_problem(kind, args, results, keyed) or kind_problem(kind, args, partial)
+        stale = None if problem else stamps.stale(path)
+        if stale:
+            problem = f"its results are stale: {stale}"
+        if partial and not problem:
+            problem = read_partial(path)[1]
         if problem:
             notes.append(f"{name}: left out, {problem}")
             continue
         runs.append((name, args, results))
     return runs, notes
+
+
+def kind_problem(kind, args, partial):
+    """Why a simulation run belongs in another report (with or without a view list), or None."""
+    if kind != "sim" or bool(args.get("view_latents")) == partial:
+        return None
+    return ("not a partial-observability run (no view_latents)" if partial else
+            "a partial-observability run (view_latents), reported by --experiment partial")
+
+
+# Settings that say where a model lives and how it was run or evaluated, not what it is.
+NOT_MODEL = {"seed", "model_dir", "model_id", "no_cuda", "resume", "evaluate", "load_args", "log_steps",
+             "tensorboard", "num_eval_batches", "permuted_content", "mlp_eval", "cpu_generator",
+             "datapath", "workers", "checkpoint_steps", "save_all_checkpoints", "eval_protocol"}
+
+
+def model_settings(args):
+    """{setting: value} of everything that defines a run's model, its seed aside (the view
+    list in its one spelling; no --content-coords is truth): runs are seeds of one model only
+    where these are equal."""
+    out = {k: v for k, v in args.items() if k not in NOT_MODEL}
+    if out.get("view_latents"):
+        try:
+            out["view_latents"] = viewspec.canonical(out["view_latents"])
+        except UserError:
+            pass  # compared as written
+    if "view_latents" in out:
+        out["content_coords"] = out.get("content_coords") or "truth"
+    return out
+
+
+def seeds_of_one_model(runs, notes, row_keys):
+    """The runs whose model settings, besides their row's (`row_keys`) and their seed, are the
+    folder's most common ones; every other run is left out, with the setting it differs in,
+    rather than averaged as a seed of another model. Keys that a run's args.json lacks (an
+    older version) are not compared."""
+    def rest(args):
+        return {k: v for k, v in model_settings(args).items() if k not in row_keys}
+    signatures = collections.Counter(json.dumps(rest(args), sort_keys=True, default=str) for _, args, _ in runs)
+    reference = json.loads(signatures.most_common(1)[0][0])
+    kept = []
+    for name, args, results in runs:
+        differs = [(k, v) for k, v in rest(args).items() if k in reference and reference[k] != v]
+        if differs:
+            key, value = differs[0]
+            notes.append(f"{name}: left out, trained with {key} {value} where the other runs have {reference[key]}")
+        else:
+            kept.append((name, args, results))
+    return kept
 
 
 def summarize(values):
@@ -220,12 +281,12 @@ def content_r2(runs, experiment, folder):
 
     figure8 evaluates table1's models on permuted content, where content-dependent
     style legitimately spoils c'; a model is judged on its own (table1) evaluation,
-    in the sibling folder, and on c' only where that is missing."""
+    in the sibling folder, and on c' only where that is missing or stale."""
     source = grids.EXPERIMENTS[experiment].trained_in
     out = {}
     for name, args, results in runs:
         own = os.path.join(os.path.dirname(os.path.abspath(folder)), source or "", name, "results.csv")
-        if source and os.path.isfile(own):
+        if source and os.path.isfile(own) and not stamps.stale(os.path.dirname(own)):
             try:
                 out[name] = hz1_r2(read_results(own), "c")
                 continue
@@ -555,18 +616,62 @@ def plot_sizes(values, png):
     save_figure(fig, png)
 
 
-def partial_tables(folder, runs, notes):
-    """{setting (--content-coords): DataFrame of partial.csv rows of all its runs, with a seed column}."""
-    out = {}
-    for name, args, _ in runs:
-        path = os.path.join(folder, name, PARTIAL_FILE)
-        try:
-            rows = pd.read_csv(path, dtype={"latents": str, "coordinates": str, "views": str})
-        except (OSError, ValueError) as err:
-            notes.append(f"{name}: no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})")
-            continue
-        out.setdefault(args.get("content_coords") or "truth", []).append(rows.assign(seed=args.get("seed")))
-    return {setting: pd.concat(frames, ignore_index=True) for setting, frames in out.items()}
+def model_groups(runs):
+    """[(label, runs)]: the runs grouped by model_settings; the label names the settings in which
+    the groups differ (the --content-coords alone where they do not)."""
+    groups = {}
+    for run in runs:
+        settings = model_settings(run[1])
+        groups.setdefault(json.dumps(settings, sort_keys=True, default=str), (settings, []))[1].append(run)
+    varying = sorted({k for settings, _ in groups.values() for other, _ in groups.values()
+                      for k in settings.keys() | other.keys() if settings.get(k) != other.get(k)})
+    shown = varying or ["content_coords"]
+    return [("; ".join(f"{k} {settings.get(k)}" for k in shown), members)
+            for settings, members in groups.values()]
+
+
+def partial_problem(rows):
+    """Why a partial.csv cannot enter the report, or None (as run_problem for results.csv)."""
+    missing = [c for c in PARTIAL_FILE_COLUMNS if c not in rows]
+    if missing:
+        return f"{PARTIAL_FILE} has no column {missing[0]}"
+    if rows.empty:
+        return f"{PARTIAL_FILE} has no rows"
+    for column in PARTIAL_FILE_COLUMNS[5:]:
+        if not (pd.api.types.is_numeric_dtype(rows[column]) or rows[column].isna().all()):
+            return f"{PARTIAL_FILE} column {column} holds text, not numbers"
+    for column in ("latents", "coordinates"):
+        bad = [v for v in rows[column] if not (isinstance(v, str) and re.fullmatch(r"[0-9]+( [0-9]+)*", v))]
+        if bad:
+            return f"{PARTIAL_FILE} column {column} holds {bad[0]!r}, not latent indices"
+    targets = set(rows["target"])
+    if not targets <= {"content", "other", "latent"}:
+        return f"{PARTIAL_FILE} has a target {sorted(map(str, targets - {'content', 'other', 'latent'}))[0]!r}"
+    if any(" " in v for v in rows.loc[rows["target"] == "latent", "latents"]):
+        return f"{PARTIAL_FILE} has a 'latent' row of several latents"
+    lacking = [v for v in dict.fromkeys(rows["views"]) if not (rows.loc[rows["views"] == v, "target"] == "content").any()]
+    if lacking:
+        return f"{PARTIAL_FILE} has no content row for the set of views {lacking[0]}"
+    return None
+
+
+def read_partial(run_folder):
+    """(rows, None) of a run's partial.csv, or (None, why it cannot enter the report)."""
+    try:
+        rows = pd.read_csv(os.path.join(run_folder, PARTIAL_FILE),
+                           dtype={"latents": str, "coordinates": str, "views": str})
+    except (OSError, ValueError) as err:
+        return None, f"no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})"
+    problem = partial_problem(rows)
+    return (None, problem) if problem else (rows, None)
+
+
+def partial_tables(folder, runs):
+    """[(label, DataFrame)]: per model (model_groups), the partial.csv rows of its runs (which
+    load_runs checked), with a run column."""
+    return [(label, pd.concat([read_partial(os.path.join(folder, name))[0].assign(run=name)
+                               for name, _, _ in members], ignore_index=True))
+            for label, members in model_groups(runs)]
 
 
 PARTIAL_COLUMNS = [("content", "r2_nonlinear", "content R²"), ("other", "r2_nonlinear", "other latents R²"),
@@ -585,17 +690,15 @@ def frame_content(ax, row, content, columns):
                                                       fill=False, edgecolor="white", lw=1.5))
 
 
-def partial_report(folder, runs, notes, png):
-    """Per coordinate assignment: a table (one row per set of views: its content; R² of the
-    content and of the views' other latents from the set's coordinates, averaged over the
-    set's views, then mean ± std over seeds) and a heatmap (set x latent: nonlinear R² of
+def partial_report(folder, runs, png):
+    """Per model (model_groups: runs that differ in their seed alone): a table (one row per set
+    of views: its content; R² of the content and of the views' other latents from the set's
+    coordinates, averaged over the set's views, then mean ± std over seeds) and a heatmap (set x latent: nonlinear R² of
     each latent from the set's coordinates, mean over the views that see it and the seeds)."""
-    tables = partial_tables(folder, runs, notes)
-    if not tables:
-        raise UserError(f"no run in {folder} has a {PARTIAL_FILE} (evaluated with --view-latents?)")
+    tables = partial_tables(folder, runs)
     text = []
     fig, axes = plt.subplots(1, len(tables), figsize=(max(5.0 * len(tables), 6.5), 5.5), squeeze=False)
-    for ax, (setting, rows) in zip(axes[0], sorted(tables.items())):
+    for ax, (setting, rows) in zip(axes[0], sorted(tables)):
         order = list(dict.fromkeys(rows["views"]))
         body = []
         for views in order:
@@ -603,11 +706,11 @@ def partial_report(folder, runs, notes, png):
             content = here.loc[here["target"] == "content", "latents"].iloc[0]
             cells = []
             for target, column, _ in PARTIAL_COLUMNS:
-                per_seed = here[here["target"] == target].groupby("seed")[column].mean()
+                per_seed = here[here["target"] == target].groupby("run")[column].mean()
                 cells.append(cell(list(per_seed)) if len(per_seed) else "–")
             body.append([views, content, *cells])
             frame_content(ax, order.index(views), content, grid_columns(rows))
-        text += [f"Content coordinates `{setting}`:", "",
+        text += [f"Model `{setting}`:", "",
                  markdown_table(["views", "content", *(h for _, _, h in PARTIAL_COLUMNS)], body), ""]
         latent = rows[rows["target"] == "latent"].astype({"latents": int})
         grid = latent.pivot_table(index="views", columns="latents", values="r2_nonlinear", aggfunc="mean")
@@ -615,7 +718,7 @@ def partial_report(folder, runs, notes, png):
         image = ax.imshow(grid.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(grid.shape[1]), [f"z{i}" for i in grid.columns], fontsize=7)
         ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
-        ax.set_title(f"--content-coords {setting}", fontsize=9)
+        ax.set_title(setting, fontsize=9)
         for (i, j), value in np.ndenumerate(grid.to_numpy(float)):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
@@ -644,13 +747,16 @@ def build_report(folder, experiment, into=None):
     into = folder if into is None else into
     record = grids.EXPERIMENTS[experiment]
     kind = "imgtxt" if record.layout == "imgtxt" else "sim"
-    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial", "content_size"))
+    runs, notes = load_runs(folder, kind, keyed=record.layout not in ("views", "partial", "content_size"),
+                            partial=record.layout == "partial")
+    if runs and record.layout != "partial":  # partial: one table per model (model_groups)
+        runs = seeds_of_one_model(runs, notes, {flag[2:].replace("-", "_") for _, row in record.grid for flag in row})
     if not runs:
         reasons = f" ({'; '.join(notes[:3])}{'; ...' if len(notes) > 3 else ''})" if notes else ""
         raise UserError(f"no run with a valid results.csv and args.json in {folder}{reasons}")
     png = os.path.join(into, f"{experiment}.png")
     if record.layout == "partial":
-        table = partial_report(folder, runs, notes, png)
+        table = partial_report(folder, runs, png)
         legend = ("Cells: ours, mean ± std over seeds of the mean over the set's views. Each row is a "
                   "set of views (numbered from 1) and its content, the latents all of them see; R² "
                   "and MCC (Pearson, probes.mcc) are of the content, or of the view's other latents, "
@@ -708,13 +814,14 @@ def build_report(folder, experiment, into=None):
     near = near_threshold(runs, experiment, folder) if judged else []
     if near:
         lines += [f"Verdicts within {NEAR} of {CONVERGED}, which the evaluation's noise may flip:", "", *near, ""]
-    if notes:
-        lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     curve_png = os.path.join(into, f"{experiment}_curves.png")  # from each run's metrics.csv
-    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png, f"{experiment}: training curves (metrics.csv of each run)")
+    drawn = curves.plot_curves(folder, "partial" if record.layout == "partial" else kind, curve_png,
+                               f"{experiment}: training curves (metrics.csv of each run)", notes)
     if drawn:
         lines += ["Training curves (metrics.csv of each run; one line per seed):", "",
                   f"![{experiment} training curves]({os.path.basename(curve_png)})", ""]
+    if notes:
+        lines += ["Left out:", "", *(f"- {n}" for n in notes), ""]
     path = os.path.join(into, "report.md")
     atomic_write_text(path, "\n".join(lines))
     return table, [path, png, *([curve_png] if drawn else [])]

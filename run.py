@@ -12,8 +12,8 @@ hands the rest to this module:
                         step and whatever else a run needs to resume; and
                         each module's own <name>.pt
     evaluation_folder   a trained model's folder and settings for --evaluate
-    save_results        evaluation.json, provenance.json's evaluation entry and
-                        results.csv, after printing
+    save_results        evaluation.json (its stamp names the weights), provenance.json's
+                        evaluation entry and results.csv, after printing
     diverged            the one error of a training whose loss or weights stopped being finite
     entry_point         main(): parse, check, set up processes, dispatch
 """
@@ -29,10 +29,11 @@ import torch
 import metrics
 import provenance
 import recipe
+import stamps
 from cli import UserError, check_finite, first_line, flag_of
 from distributed import DistInfo, barrier, broadcast_object, cleanup, device_for, init_distributed
-from facts import CHECKPOINT
-from files import FolderLock, atomic_write_csv, atomic_write_json, check_writable, read_json
+from facts import CHECKPOINT, RESULTS_FILE
+from files import FolderLock, atomic_write_json, atomic_write_text, check_writable, read_json
 from utils import all_finite, atomic_torch_save, state_dict_mismatch
 
 # --resume takes these from the command line (where the folder is now, the device) ...
@@ -81,15 +82,18 @@ def check_seed(what, seed):
 
 
 def check_restored(check, args, path, keys):
-    """Run the flags' `check` on settings restored from args.json; an error names the file and
-    the key it came from, since the command line did not give the value."""
+    """Run the flags' `check` on settings restored from args.json (`keys`); an error names the file
+    and the key when the first flag it names came from there, and otherwise stays the command
+    line's ("--permuted-content cannot be combined with --view-latents": the flag given is at fault)."""
     try:
         check(args)
     except UserError as err:
-        # the key whose flag the message names first ("--lr" is not "--lr-schedule")
-        found = [(m.start(), key) for key in keys
-                 for m in [re.search(re.escape(flag_of(key)) + r"(?![\w-])", str(err))] if m]
-        key = f" (key {min(found)[1]})" if found else ""
+        restored = {flag_of(key): key for key in keys}
+        named = re.findall(r"--[a-z0-9][a-z0-9-]*", str(err))
+        if named and named[0] not in restored:
+            also = [flag for flag in named if flag in restored]
+            raise UserError(f"{err} ({path} gives the model's {also[0]})" if also else str(err)) from None
+        key = f" (key {restored[named[0]]})" if named else ""
         raise UserError(f"{path}{key}: {err}") from None
 
 
@@ -110,6 +114,7 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
                 raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
             path = os.path.join(save_dir, "args.json")
             saved = read_saved_args(path, parser)
+            metrics.check_resumable(save_dir)  # before anything in the folder is rewritten
             resume_settings(args, saved, given, own, honoured, path)
             if check is not None:
                 check_restored(check, args, path, [k for k in saved if k not in given])
@@ -252,17 +257,22 @@ def diverged(step, save_dir, args):
 TRAINING_FLAGS = ("lr", "train_steps", "log_steps", "resume", "tensorboard", *recipe.TRAINING_FLAGS)
 
 
-def save_results(save_dir, results, args, saved, unused=(), **extra):
-    """evaluation.json (the settings the evaluation used, both seeds, `extra`) and
-    results.csv with pandas' index column, as the published scripts write it. `unused`:
-    an entry point's own flags that its evaluation ignores. Call after printing the
-    results: a failed write (a full disk) then loses nothing."""
+def save_results(save_dir, results, args, saved, unused=(), tables=None, **extra):
+    """evaluation.json (the settings the evaluation used, both seeds, `extra`, and the stamp that
+    ties the results to the weights: stamps.py), then `tables` ({file name: DataFrame}, e.g.
+    partial.csv) and last results.csv, with pandas' index column as the published scripts write
+    it. `unused`: an entry point's own flags that its evaluation ignores. Call after printing
+    the results: a failed write (a full disk) then loses nothing."""
     skip = {"model_dir", "model_id", "evaluate", *TRAINING_FLAGS, *unused}
     settings = {k: v for k, v in vars(args).items() if k not in skip}
-    atomic_write_json(os.path.join(save_dir, "evaluation.json"),
-                      {**settings, "training_seed": saved.get("seed"), **extra})
+    texts = {**{name: table.to_csv(index=False) for name, table in (tables or {}).items()},
+             RESULTS_FILE: results.to_csv(index=True)}  # results.csv last: it marks the end
+    atomic_write_json(os.path.join(save_dir, stamps.EVALUATION_FILE),
+                      {**settings, "training_seed": saved.get("seed"), **extra,
+                       "stamp": stamps.stamp(save_dir, texts)})
     provenance.record_evaluation(save_dir, device_for(DistInfo(), args.no_cuda))
-    atomic_write_csv(results, os.path.join(save_dir, "results.csv"), index=True)
+    for name, text in texts.items():
+        atomic_write_text(os.path.join(save_dir, name), text)
 
 
 # ---------------------------------------------------------------------------
@@ -340,6 +350,11 @@ def read_saved_args(path, parser):
         if not ok:
             raise UserError(f"{path}: {key} = {value!r} is not a valid value of --"
                             f"{key.replace('_', '-')}")
+        if action.type not in (None, int, float):  # the flag's own parsing: one spelling (--view-latents)
+            try:
+                saved[key] = action.type(value)
+            except UserError as err:
+                raise UserError(f"{path} (key {key}): {err}") from None
     return saved
 
 

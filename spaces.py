@@ -152,7 +152,7 @@ class LatentSpace:
 
 
 def save_parameters(params, path, atomic_save):
-    atomic_save({k: v.cpu() for k, v in params.items()}, path)
+    atomic_save({k: v.cpu() if torch.is_tensor(v) else v for k, v in params.items()}, path)
 
 
 def load_parameters(path):

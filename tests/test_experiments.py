@@ -1,6 +1,7 @@
 """The experiment runner: grids, skip/resume, dry runs and parallel jobs, with a fake subprocess."""
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -228,6 +229,7 @@ def test_runs_everything_then_skips(tmp_path, fake):
 def test_existing_results_are_skipped(tmp_path, fake):
     folder = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
     folder.mkdir(parents=True)
+    (folder / "args.json").write_text("{}")
     (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
     run(tmp_path, "table1", "--seeds", "1")
     assert "p1.0_uni_s0" not in fake.trainings() and len(fake.trainings()) == 9
@@ -431,8 +433,7 @@ def test_recipe_flags_left_out_mean_their_defaults(tmp_path):
     (tmp_path / "args.json").write_text(json.dumps({"lr": 1e-3, "encoder_init": "kaiming",
                                                     "lr_schedule": "cosine", "warmup_steps": 100}))
     assert experiments.settings_conflicts(str(tmp_path), {"--lr": 1e-3}) == [
-        "--lr-schedule cosine (here constant)", "--warmup-steps 100 (here 0)",
-        "--encoder-init kaiming (here torch)"]
+        ("--lr-schedule", "cosine", "constant"), ("--warmup-steps", 100, 0), ("--encoder-init", "kaiming", "torch")]
     same = {"--lr": 1e-3, "--encoder-init": "kaiming", "--lr-schedule": "cosine", "--warmup-steps": 100}
     assert experiments.settings_conflicts(str(tmp_path), same) == []
 
@@ -474,3 +475,56 @@ def test_rows_and_seed_range_select_runs(tmp_path, capsys):
     assert trained == ["p0.75_discs5_multi_s3", "p0.75_discs5_multi_s4", "p1.0_multi_s3", "p1.0_multi_s4"]
     with pytest.raises(UserError, match="--rows: no setting 'p2_multi' in table1"):
         experiments.parse_args(["table1", "--rows", "p2_multi"])
+
+
+# ------------------------------------------------- planning under the lock ---
+
+def test_a_model_finished_while_waiting_for_the_lock_is_not_redone(tmp_path, fake, monkeypatch):
+    """Runner A finishes a model between runner B's start and B taking the out lock: B plans
+    under the lock, so it neither deletes A's folder nor trains it again."""
+    folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps({"seed": 0}))  # A's training, still running
+    real_lock = experiments.out_lock
+
+    @experiments.contextmanager
+    def lock_after_a_finishes(out):
+        (folder / "g1.pt").write_text("A's weights")
+        (folder / experiments.TRAINED).write_text("{}")
+        (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
+        with real_lock(out):
+            yield
+
+    monkeypatch.setattr(experiments, "out_lock", lock_after_a_finishes)
+    run(tmp_path, "table1", "--seeds", "0-0", "--rows", "p1.0_multi")
+    assert fake.calls == [] and (folder / "g1.pt").read_text() == "A's weights"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seeds", "2-1"], "'2-1' runs backwards"),
+    (["--datapath", "x"], "--datapath is image/text data (figure3); table1 reads none"),
+    (["--out", "FILE", "--dry-run"], "--out {tmp}/FILE exists and is not a folder"),
+])
+def test_runner_inputs_that_would_be_ignored_or_misread(tmp_path, fake, argv, needle):
+    (tmp_path / "FILE").write_text("")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    with pytest.raises(UserError, match=re.escape(needle.format(tmp=tmp_path))):
+        experiments.main(["table1", *argv, *([] if "--out" in argv else ["--out", str(tmp_path / "runs")])])
+    assert fake.calls == []
+
+
+def test_a_stray_results_csv_is_neither_done_nor_deleted(tmp_path, fake):
+    folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
+    assert not experiments.has_results(str(folder))
+    with pytest.raises(UserError, match="holds a results.csv but no args.json"):
+        run(tmp_path, "table1", "--seeds", "0-0")
+    assert (folder / "results.csv").exists() and fake.calls == []
+
+
+def test_another_train_steps_names_the_runner_flag_to_rerun_with(tmp_path, fake):
+    run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi", "--train-steps", "40")
+    with pytest.raises(UserError, match=r"--train-steps 40 \(here 15001\); rerun with --train-steps 40 as "
+                                        r"it was run, or use another --out"):
+        run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi")

@@ -90,7 +90,7 @@ def test_a_training_seed_out_of_range_in_args_json(tmp_path, capsys):
     ("sequence_length", "12", "sequence_length = '12'"),
     ("image_size", [8], "image_size = [8] is not [height, width]"),
     ("hidden_size", None, "hidden_size = None"),
-    ("tau", -1.0, "(key tau): --tau must be a finite positive"),
+    ("tau", -1.0, "(key tau): --tau must be a finite number >= 0.0001"),
 ])
 def test_imgtxt_restored_values_are_checked(data, tmp_path, capsys, key, value, needle):
     folder = train_imgtxt(data, tmp_path)

@@ -353,6 +353,15 @@ def test_evaluate_with_the_published_protocol(data, tmp_path):
     assert list(results.columns) == main_imgtxt.RESULT_COLUMNS and len(results) == 15
     record = json.load(open(tmp_path / "p" / "evaluation.json"))
     assert record["eval_protocol"] == "published" and record["batch_size"] == 4
+    # batch 1 would fail inside BatchNorm ("Expected more than 1 value per channel"): one line instead
+    with pytest.raises(UserError, match="--eval-protocol published needs --batch-size at least 2"):
+        main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "p", "--evaluate",
+                          "--load-args", "--seed", "6", "--workers", "0", "--no-cuda", "--batch-size", "1",
+                          "--eval-protocol", "published"])
+    # an evaluation flag is no training setting: a resumed training takes it as a new one would
+    main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "p", "--resume",
+                      "--train-steps", "3", "--eval-protocol", "published", "--workers", "0", "--no-cuda"])
+    assert json.load(open(tmp_path / "p" / "args.json"))["train_steps"] == 3
 
 
 def test_learn_tau_trains_resumes_and_evaluates(data, tmp_path):

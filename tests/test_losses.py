@@ -161,3 +161,13 @@ def test_three_argument_call_equals_the_published_six():
         assert torch.equal(short[0], published[0]) and torch.equal(short[1], published[1])
     with pytest.raises(TypeError, match="got 2"):
         LpSimCLRLoss()(a, b)
+
+
+@pytest.mark.parametrize("tau", [1e-30, 0.0, -1.0, float("inf"), float("nan")])
+def test_temperatures_that_round_the_loss_away_are_refused(tau):
+    import main_mlp
+    from cli import UserError
+    args = main_mlp.build_parser().parse_args(["--tau", str(tau)])
+    with pytest.raises(UserError, match="--tau must be a finite number >= 0.0001"):
+        main_mlp.check_args(args)
+    main_mlp.check_args(main_mlp.build_parser().parse_args(["--tau", "1e-4"]))

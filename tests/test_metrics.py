@@ -170,3 +170,39 @@ def test_report_links_training_curves(tmp_path):
     text = (folder / "report.md").read_text()
     assert "![table1 training curves](table1_curves.png)" in text
     assert (folder / "table1_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------- a file that is not rows ---
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda text: text.replace("step,lr,", "step,extra,lr,", 1), "line 2: 9 fields where the header has 10"),
+    (lambda text: text.replace("\n3,", "\nabc,", 1), "line 3: step 'abc' does not follow step 1"),
+    (lambda text: "\x00\x9f\x13garbage\n" + text, "line 1 ('\\x00"),
+])
+def test_resume_refuses_a_damaged_metrics_csv_and_keeps_it(tmp_path, capsys, damage, needle):
+    from helpers import file_contents
+    from test_hardening import fails
+    folder = tmp_path / "m"
+    train_mlp(folder, 5)
+    path = folder / metrics.FILE
+    path.write_text(damage(path.read_text()))
+    before = file_contents(folder)
+    line = fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume",
+                                         "--train-steps", "9", "--no-cuda"], needle)
+    assert f"--resume: {path}," in line and "move the file away" in line
+    assert file_contents(folder) == before  # args.json too: still the run's 5 steps
+
+
+def test_a_text_value_leaves_the_run_out_of_the_curves_with_its_reason(tmp_path):
+    import curves
+    folder = tmp_path / "table1"
+    fake_run(folder, "p1.0_multi_s0", 0, [1, 3], [0.2, 0.9], [5, 3])
+    fake_run(folder, "p1.0_multi_s1", 1, [1, 3], [0.2, 0.9], [5, 3])
+    path = folder / "p1.0_multi_s1" / metrics.FILE
+    path.write_text(path.read_text().replace("\n3,0.001,3,", "\n3,0.001,abc,"))
+    notes = []
+    panels = curves.collect(str(folder), "sim", notes)
+    assert [seed for seed, _ in panels["p1.0_multi"]] == [0]
+    assert notes == ["p1.0_multi_s1: left out of the training curves, metrics.csv line 3: 'abc' in "
+                     "train_loss is not a number"]
+    assert panels["p1.0_multi"][0][1]["train_loss"].dtype.kind in "if"  # numbers, not text categories

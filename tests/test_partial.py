@@ -10,7 +10,9 @@ import main_mlp
 import partial
 import report
 from cli import UserError, run_cli
+from helpers import file_contents
 from losses import LpSimCLRLoss, MultiViewLpLoss
+from test_hardening import fails
 
 YAO = "0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5"
 TINY = ["--batch-size", "32", "--train-steps", "3", "--log-steps", "2", "--no-cuda"]
@@ -230,3 +232,84 @@ def test_partial_grid_is_yao_et_al_at_the_quick_scale(tmp_path):
     saved = {"view_latents": YAO, "content_coords": "split", "content_n": 5, "encoding_size": 4}
     (folder / "args.json").write_text(json.dumps(saved))
     assert experiments.settings_conflicts(str(folder), runs[3].train_flags) == []
+
+
+# ------------------------------------------- what identifies the model ---
+
+def test_view_lists_are_spelled_one_way():
+    assert partial.canonical(" 0 - 2 ; 1 , 2 ") == "0-2;1,2" == partial.canonical("0,1,2;1-2")
+    assert partial.canonical("0,2,1;1,2") == "0,2,1;1,2"  # the order is what the model is
+    assert partial.canonical(YAO) == "0-4;0-2,4,5;0-3,5;0,1,3-5"
+    assert args_for(" 0 - 2 ; 1 , 2 ").view_latents == "0-2;1,2"
+
+
+@pytest.mark.parametrize("spec", ["٣;1", "0,1;1,²", "0,1;１"])
+def test_digits_of_other_scripts_are_no_latents(spec):
+    with pytest.raises(UserError, match="ASCII digits"):
+        args_for(spec)
+
+
+def test_the_saved_model_records_its_view_list(tmp_path):
+    folder = train(tmp_path, spec="0-2;1,2")
+    assert torch.load(folder / "latent_space.pt")["view_latents"] == "0-2;1,2"
+
+
+@pytest.mark.parametrize("edited, needle", [
+    ("0,2,1;1,2", "but {args} gives --view-latents 0,2,1;1,2"),   # the same sizes, latents swapped
+    ("0-2;1,2;0", "but {args} gives --view-latents 0-2;1,2;0"),   # a third view: not "f3.pt not found"
+    (None, "but {args} gives no --view-latents"),                 # not "f1.pt does not fit"
+])
+def test_another_view_list_in_args_json_is_refused(tmp_path, capsys, edited, needle):
+    folder = train(tmp_path, spec="0-2;1,2")
+    saved = json.loads((folder / "args.json").read_text())
+    (folder / "args.json").write_text(json.dumps({**saved, "view_latents": edited}))
+    before = file_contents(folder)
+    message = needle.format(args=folder / "args.json")
+    for argv in (["--evaluate", "--load-args", "--seed", "4"], ["--resume", "--train-steps", "5"]):
+        line = fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", *argv, "--no-cuda"],
+                     message)
+        assert "trained with --view-latents 0-2;1,2 (latent_space.pt)" in line
+    assert file_contents(folder) == before
+
+
+def test_a_view_list_spelled_otherwise_is_the_same_model(tmp_path):
+    folder = train(tmp_path, spec="0-2;1,2")
+    saved = json.loads((folder / "args.json").read_text())
+    (folder / "args.json").write_text(json.dumps({**saved, "view_latents": " 0 - 2 ; 1 , 2 "}))
+    evaluate(tmp_path, extra=("--view-latents", "0,1,2;1,2"))
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--resume", "--train-steps", "5",
+                   "--view-latents", "0-2;1-2", "--no-cuda"])
+    assert json.loads((folder / "args.json").read_text())["view_latents"] == "0-2;1,2"
+
+
+def test_a_flag_given_against_a_restored_view_list_is_blamed_on_the_flag(tmp_path, capsys):
+    train(tmp_path, spec="0-2;1,2")
+    line = fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--evaluate", "--load-args",
+                                         "--permuted-content", "--seed", "4", "--no-cuda"],
+                 "--permuted-content cannot be combined with --view-latents")
+    assert line.split("error: ")[1].startswith("--permuted-content") and "gives the model's --view-latents" in line
+
+
+def test_content_coords_on_resume_is_checked_against_the_runs_view_list(tmp_path, capsys):
+    folder = train(tmp_path, spec="0-2;1,2", extra=["--content-coords", "split", "--encoding-size", "3"])
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--resume", "--train-steps", "5",
+                   "--content-coords", "split", "--no-cuda"])
+    assert json.loads((folder / "args.json").read_text())["train_steps"] == 5
+
+
+# ------------------------------------------------ one latent, huge sizes ---
+
+def test_whitening_a_view_of_one_latent(tmp_path):
+    """The covariance of a one-latent view is a 1 x 1 matrix, not a scalar that eigh refuses."""
+    folder = train(tmp_path, spec="0-2;1,2;0;2", extra=["--encoder-init", "whitened"])
+    assert torch.load(folder / "g3.pt")["0.weight"].shape == (10, 1)
+
+
+def test_split_sizes_beyond_memory_are_one_line(tmp_path, capsys):
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--view-latents", "0,1;1", "--content-coords", "split",
+                                  "--encoding-size", "1000000000000", *TINY], "at most 65536")
+
+
+def test_split_with_fewer_coordinates_than_a_content_says_so(tmp_path, capsys):
+    train(tmp_path, spec="0-2;0-2", extra=["--content-coords", "split", "--encoding-size", "2"])
+    assert "gives the set of views 1+2 fewer coordinates than its content has latents (3)" in capsys.readouterr().err

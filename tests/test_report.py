@@ -256,3 +256,97 @@ def test_content_size_report(tmp_path):
     assert table_row(md, "| p1.0_multi_enc6_lt |")[:5] == ["p1.0_multi_enc6_lt", "6", "learned", "3, 4", "3"]
     assert "p0.75_multi_enc9_s0: no readable content_size.csv" in md
     assert_png(folder / "content_size.png")
+
+
+# ------------------------------------------------ partial-observability runs ---
+
+@pytest.fixture(scope="module")
+def partial_models(tmp_path_factory):
+    """Two evaluated partial-observability models of other view lists: {view list: folder}."""
+    import main_mlp
+    base = tmp_path_factory.mktemp("partial_models")
+    out = {}
+    for name, spec in (("a", "0-2;1,2"), ("b", "0-2;1;1,2")):
+        common = ["--model-dir", str(base), "--model-id", name, "--no-cuda"]
+        main_mlp.main([*common, "--seed", "3", "--view-latents", spec, "--batch-size", "32", "--train-steps", "3"])
+        main_mlp.main([*common, "--evaluate", "--load-args", "--seed", "4", "--num-eval-batches", "1"])
+        out[spec] = base / name
+    return out
+
+
+def copy_run(source, folder, name):
+    import shutil
+    shutil.copytree(source, folder / name)
+    return folder / name
+
+
+def test_runs_of_other_view_lists_are_not_seeds_of_one_row(tmp_path, partial_models):
+    folder = tmp_path / "partial"
+    for spec, source in partial_models.items():
+        copy_run(source, folder, "run_" + spec.replace(";", "_").replace(",", ""))
+    report.write_report(str(folder), "partial")
+    md = (folder / "report.md").read_text()
+    assert "Model `view_latents 0-2;1,2`:" in md and "Model `view_latents 0-2;1;1,2`:" in md
+    sections = md.split("Model `")
+    two = next(s for s in sections if s.startswith("view_latents 0-2;1,2`"))
+    three = next(s for s in sections if s.startswith("view_latents 0-2;1;1,2`"))
+    assert table_row(two, "| 1+2 |")[1] == "1 2" and "| 1+3 |" not in two
+    assert table_row(three, "| 1+2 |")[1] == "1" and table_row(three, "| 1+3 |")[1] == "1 2"
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda rows: rows[rows["target"] != "content"], "partial.csv has no content row for the set of views 1+2"),
+    (lambda rows: rows.assign(latents=rows["latents"].where(rows["target"] != "latent", "zero")),
+     "partial.csv column latents holds 'zero', not latent indices"),
+    (lambda rows: rows.assign(r2_nonlinear="abc"), "partial.csv column r2_nonlinear holds text, not numbers"),
+    (lambda rows: rows.drop(columns=["r2_linear", "r2_nonlinear", "mcc", "mcc_spearman"]),
+     "partial.csv has no column r2_linear"),
+])
+def test_a_malformed_partial_csv_is_left_out_with_its_reason(tmp_path, partial_models, damage, reason):
+    folder = tmp_path / "partial"
+    copy_run(partial_models["0-2;1,2"], folder, "good_s3")
+    bad = copy_run(partial_models["0-2;1,2"], folder, "bad_s4")
+    rows = pd.read_csv(bad / "partial.csv", dtype=str)
+    damage(rows).to_csv(bad / "partial.csv", index=False)
+    (bad / "evaluation.json").unlink()  # a folder of an older version: nothing stamps partial.csv
+    report.write_report(str(folder), "partial")
+    md = (folder / "report.md").read_text()
+    assert f"- bad_s4: left out, {reason}" in md
+    assert "| 1+2 | 1 2 |" in md and "1 runs with results" in md
+
+
+def test_an_edited_partial_csv_of_a_stamped_evaluation_is_stale(tmp_path, partial_models):
+    folder = tmp_path / "partial"
+    copy_run(partial_models["0-2;1,2"], folder, "good_s3")
+    bad = copy_run(partial_models["0-2;1,2"], folder, "bad_s4")
+    (bad / "partial.csv").write_text((bad / "partial.csv").read_text().replace("content", "other"))
+    report.write_report(str(folder), "partial")
+    assert ("- bad_s4: left out, its results are stale: partial.csv is not the file that evaluation.json "
+            "records") in (folder / "report.md").read_text()
+
+
+def test_table1_leaves_out_partial_runs_and_partial_leaves_out_the_rest(tmp_path, partial_models):
+    folder = tmp_path / "mixed"
+    copy_run(partial_models["0-2;1,2"], folder, "yao_s3")
+    sim_run(folder, "p1.0_multi_s0", r2={"c": 0.99})
+    report.write_report(str(folder), "table1")
+    md = (folder / "report.md").read_text()
+    assert "1 runs with results" in md
+    assert "- yao_s3: left out, a partial-observability run (view_latents), reported by --experiment partial" in md
+    report.write_report(str(folder), "partial")
+    md = (folder / "report.md").read_text()
+    assert "- p1.0_multi_s0: left out, not a partial-observability run (no view_latents)" in md
+
+
+def test_a_run_of_another_model_is_not_averaged_as_a_seed(tmp_path):
+    folder = tmp_path / "table1"
+    for seed in (0, 1):
+        sim_run(folder, f"p1.0_multi_s{seed}", r2={"c": 0.9}, seed=seed)
+    odd = sim_run(folder, "p1.0_multi_s2", r2={"c": 0.1}, seed=2)
+    args = json.loads((odd / "args.json").read_text())
+    (odd / "args.json").write_text(json.dumps({**args, "encoding_size": 5}))
+    sim_run(folder, "p0.75_multi_s0", p=0.75, r2={"c": 0.8})  # another row: differs in the row's settings only
+    report.write_report(str(folder), "table1")
+    md = (folder / "report.md").read_text()
+    assert "- p1.0_multi_s2: left out, trained with encoding_size 5 where the other runs have 2" in md
+    assert "0.90 ± 0.00 [0.99]" in table_row(md, "| 1.0 |") and "3 runs with results" in md
