@@ -12,7 +12,9 @@ import os
 import shutil
 import sys
 
+import stamps
 from cli import OneLineParser, UserError, run_cli
+from experiments import has_results
 from files import atomic_write
 
 # What a document may cite: settings, results, curves, per-set and per-direction tables,
@@ -60,11 +62,13 @@ def copy_experiment(experiment_dir, into, unfinished=False):
     copied, size, left = 0, 0, []
     for run in run_folders(experiment_dir):
         src = os.path.join(experiment_dir, run)
-        if not os.path.isfile(os.path.join(src, "results.csv")) or os.path.getsize(os.path.join(src, "results.csv")) == 0:
+        if not has_results(src):  # the runner's own "finished": a current, non-empty results.csv
+            why = stamps.stale(src) if os.path.isfile(os.path.join(src, "results.csv")) else None
+            what = f"stale results ({why})" if why else "no results.csv"
             if not unfinished:
-                raise UserError(f"{src} has no results.csv: the grid is not finished (rerun its "
-                                "experiments.py command, or pass --unfinished to leave such runs out)")
-            left.append(src)
+                raise UserError(f"{src} has {what}: the grid is not finished (rerun its experiments.py "
+                                "command, or pass --unfinished to leave such runs out)")
+            left.append(f"{src} ({what})")
             continue
         dst = os.path.join(into, name, run)
         if os.path.isdir(dst):
@@ -85,7 +89,7 @@ def main(argv=None):
         print(f"{folder}: {copied} runs, {size / 1024:.0f} KB -> "
               f"{os.path.join(args.into, os.path.basename(os.path.normpath(folder)))}")
         for path in left:
-            print(f"  left out (no results.csv): {path}")
+            print(f"  left out: {path}")
     return 0
 
 

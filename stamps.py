@@ -20,7 +20,8 @@ from files import read_json
 EVALUATION_FILE = "evaluation.json"
 # What an evaluation loads: mixing and encoder networks, latent parameters (main_mlp.py:
 # f1.pt, g1.pt, ..., latent_space.pt; main_imgtxt.py: encoder_img.pt, encoder_txt.pt).
-WEIGHT_FILES = re.compile(r"([fg]\d+|encoder_(img|txt)|latent_space)\.pt")
+# --learn-tau's temperature.pt too: the evaluation's losses use it.
+WEIGHT_FILES = re.compile(r"([fg]\d+|encoder_(img|txt)|latent_space|temperature)\.pt")
 
 
 def digest(data):
@@ -59,7 +60,9 @@ def stale(folder):
     if not (isinstance(recorded, dict) and isinstance(recorded.get("files"), dict)):
         return f"{path} holds no valid stamp"
     try:
-        if recorded.get("weights") != weights_digest(folder):
+        # A records folder (results/) keeps no weights: only its result files can be checked.
+        weighed = any(WEIGHT_FILES.fullmatch(n) for n in os.listdir(folder))
+        if weighed and recorded.get("weights") != weights_digest(folder):
             return "the weights changed after the evaluation (retrained?); evaluate again"
         for name, want in recorded["files"].items():
             with open(os.path.join(folder, name), "rb") as f:

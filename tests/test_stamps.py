@@ -73,3 +73,14 @@ def test_copies_for_other_evaluations_leave_the_results_behind(tmp_path):
     experiments.copy_model(str(folder), str(tmp_path / "copy"))
     copied = {p.name for p in (tmp_path / "copy").iterdir()}
     assert not copied & {"results.csv", "partial.csv", "evaluation.json"} and "g1.pt" in copied
+
+
+def test_a_records_copy_without_weights_checks_its_result_files_only(tmp_path):
+    """results/ keeps no weights (records.py): a record stays current, a changed result file does not."""
+    import records
+    evaluated(tmp_path / "grid", "p1.0_multi_s0")
+    records.main([str(tmp_path / "grid"), "--into", str(tmp_path / "results")])
+    copy = tmp_path / "results" / "grid" / "p1.0_multi_s0"
+    assert stamps.stale(str(copy)) is None
+    (copy / "results.csv").write_text((copy / "results.csv").read_text().replace("hz1", "hz2", 1))
+    assert "results.csv is not the file that evaluation.json records" in stamps.stale(str(copy))
