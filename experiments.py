@@ -708,7 +708,7 @@ def main(argv=None):
     pending = [job for job in jobs if job.steps]
     n_done = sum(has_results(run.run_dir) for run in runs)
     if args.launcher == "slurm":  # slurm.py: one SLURM job per Job, doing what run_job does here
-        return slurm.launch(args, runs, jobs, generate, out_lock)
+        return slurm.launch(args, runs, jobs, generate, out_lock, has_results)
 
     if args.dry_run:
         print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do")
