@@ -86,6 +86,13 @@ def extra_options(items):
     return out
 
 
+def warning_seconds(minutes):
+    """How long before the time limit SLURM warns the job (SIGUSR2), which then checkpoints
+    and is requeued: submitit's 90 s, or half of a shorter limit (a warning due before the
+    job starts would stop every start at once)."""
+    return min(90, minutes * 30)
+
+
 def parameters(args):
     """submitit's (AutoExecutor) parameters of every job."""
     for flag, value, low in (("--gpus-per-run", args.gpus_per_run, 0), ("--cpus-per-run", args.cpus_per_run, 1),
@@ -94,9 +101,10 @@ def parameters(args):
             raise UserError(f"{flag} must be at least {low}, got {value}")
     if args.mem_gb is not None and not args.mem_gb > 0:
         raise UserError(f"--mem-gb must be positive, got {args.mem_gb}")
-    params = {"name": "experiments", "timeout_min": parse_time(args.time), "cpus_per_task": args.cpus_per_run,
+    minutes = parse_time(args.time)
+    params = {"name": "experiments", "timeout_min": minutes, "cpus_per_task": args.cpus_per_run,
               "gpus_per_node": args.gpus_per_run, "nodes": 1, "tasks_per_node": 1,
-              "slurm_array_parallelism": args.max_running}
+              "slurm_array_parallelism": args.max_running, "slurm_signal_delay_s": warning_seconds(minutes)}
     if args.mem_gb is not None:
         params["mem_gb"] = args.mem_gb
     if args.partition:

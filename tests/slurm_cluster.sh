@@ -39,7 +39,7 @@ install_packages() {
 }
 
 alive() {  # the process whose pid file is $1 still runs
-  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+  [ -s "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null
 }
 
 wait_for() {  # wait_for WHAT COMMAND...: up to 60 s until COMMAND succeeds
@@ -98,9 +98,10 @@ write_slurm_conf() {
 AccountingStorageHost=localhost
 AccountingStoragePort=$DBD_PORT"
   mkdir -p "$DIR/state" "$DIR/spool"
+  local new=$SLURM_CONF.new
   # proctrack/linuxproc and task/none: no cgroups and no systemd here. Root runs the jobs
   # (SlurmUser=root), as the tests do. MinJobAge keeps ended jobs in squeue briefly only.
-  cat > "$SLURM_CONF" <<EOF
+  cat > "$new" <<EOF
 ClusterName=test$MODE
 SlurmctldHost=$(hostname -s)
 SlurmUser=root
@@ -117,6 +118,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=1000
 SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
 $accounting
@@ -124,11 +126,20 @@ JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
 MinJobAge=30
+# A requeued job waits this long (120 s by default) before it starts again.
+AuthInfo=cred_expire=10
 KillWait=10
 SlurmdTimeout=60
 NodeName=$(hostname -s) CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+  if ! cmp -s "$new" "$SLURM_CONF"; then  # another configuration: restart its daemons on it
+    for daemon in slurmd slurmctld; do
+      alive "$DIR/$daemon.pid" && kill "$(cat "$DIR/$daemon.pid")"
+      while alive "$DIR/$daemon.pid"; do sleep 0.2; done
+    done
+  fi
+  mv "$new" "$SLURM_CONF"
 }
 
 start_slurm() {
