@@ -107,7 +107,8 @@ def loader(dataset, args, device, train, seed=0, info=DistInfo()):
     """Training: shuffled, drop-last batches, each rank its share of every global batch.
     Evaluation: every sample once, in order."""
     kwargs = {"num_workers": args.workers, "pin_memory": device.type == "cuda",
-              "persistent_workers": train and args.workers > 0}
+              "persistent_workers": train and args.workers > 0,
+              "worker_init_fn": run.ignore_stop_signals if args.workers > 0 else None}
     if not train:
         return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False, **kwargs)
     # One process uses the same sampler (world size 1), so a seed gives the same

@@ -241,6 +241,14 @@ def stop_signals():
             signal.signal(signum, handler)
 
 
+def ignore_stop_signals(worker_id=None):
+    """A data-loading worker's start: SLURM signals every process of the job, and a worker
+    that died of the signal would fail the training before its checkpoint. The training's own
+    process ends the workers when it exits."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def stop_training(step, save, info):
     """A stop signal came during the training: save a checkpoint at `step` (rank 0, through
     `save()`), so that --resume loses no work, then end as interrupted."""

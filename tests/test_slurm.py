@@ -100,7 +100,8 @@ def test_submits_one_array_with_the_resources(tmp_path, fake_slurm, capsys):
     (call,) = fake_slurm.calls("sbatch")
     lines = sbatch_lines(call)
     for expected in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=6", "--mem=32GB",
-                     "--time=120", "--array=0-9%3", "--account=proj", "--qos=long", "--nodes=1"):
+                     "--time=120", "--array=0-9%3", "--account=proj", "--qos=long", "--nodes=1",
+                     "--signal=USR2@90"):
         assert f"#SBATCH {expected}" in lines, expected
     assert "submitit.core._submit" in call["script"]
     out = tmp_path / "runs"
@@ -201,6 +202,12 @@ def test_parse_time_reads_slurms_formats(text, minutes):
 def test_parse_time_refuses_other_text(text):
     with pytest.raises(UserError, match="--time"):
         slurm.parse_time(text)
+
+
+def test_a_short_limit_is_warned_halfway(tmp_path, fake_slurm):
+    """SLURM's warning 90 s before a 1-minute limit would stop each start at once."""
+    submit(tmp_path, "table4", "--seeds", "1", "--time", "1")
+    assert {"#SBATCH --time=1", "#SBATCH --signal=USR2@30"} <= set(sbatch_lines(fake_slurm.calls("sbatch")[0]))
 
 
 def test_slurm_extra_is_one_line(tmp_path, fake_slurm):
@@ -351,6 +358,7 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
         (folder / slurm.RECORD).write_text('{"job_id": "1234_0"}')
         (folder / "args.json").write_text("{}")
         (folder / "stale.pt").write_text("x")
+        (folder / "train.log").write_text("$ the first segment\n")
     (resumable / experiments.CHECKPOINT).write_text("step 3000")
     job = slurm_job.ModelJob([runs[0]], str(tmp_path), threads=2)
     requeued = job.checkpoint()
@@ -360,4 +368,5 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
     assert slurm_job.ModelJob([runs[1]], str(tmp_path))() == [runs[1].run_dir]
     assert fake.trainings()[-1] == runs[1].name and runs[1].name not in fake.resumed()
     assert (fresh / slurm.RECORD).exists() and not (fresh / "stale.pt").exists()
+    assert (fresh / "train.log").read_text().startswith("$ the first segment")  # appended to, never lost
     assert (fresh / "results.csv").exists() and (fresh / experiments.TRAINED).exists()
