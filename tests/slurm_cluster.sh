@@ -32,10 +32,13 @@ install_packages() {
   echo "installing SLURM, munge and MariaDB (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # policy-rc.d keeps the packages from starting their daemons: this script starts them.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  # A policy-rc.d keeps the packages from starting their daemons: this script starts them.
+  local policy=/usr/sbin/policy-rc.d own_policy=
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy && own_policy=1
+  fi
   apt-get install -y -qq slurmctld slurmd slurm-client slurmdbd munge mariadb-server >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  [ -z "$own_policy" ] || rm -f $policy
 }
 
 alive() {  # the process whose pid file is $1 still runs
