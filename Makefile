@@ -46,10 +46,15 @@ test: venv
 
 # The SLURM launcher on a real one-node cluster of this machine (root, Debian; installs
 # SLURM, munge and MariaDB on first use), with accounting and without: docs/cluster.md.
+# The two clusters' tests run at once: they mostly wait on SLURM (scheduling, requeues).
+CLUSTER_TEST := CLUSTER_REQUIRED=1 OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -m cluster tests/test_cluster.py
+
 test-cluster: venv
 	tests/slurm_cluster.sh accounting
 	tests/slurm_cluster.sh plain
-	CLUSTER_REQUIRED=1 OMP_NUM_THREADS=1 $(PY) -m pytest -m cluster tests/test_cluster.py
+	$(CLUSTER_TEST) -k plain --basetemp=/tmp/test-cluster-plain & plain=$$!; \
+	$(CLUSTER_TEST) -k accounting --basetemp=/tmp/test-cluster-accounting; accounting=$$?; \
+	wait $$plain && exit $$accounting
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

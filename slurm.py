@@ -88,9 +88,11 @@ def extra_options(items):
 
 def warning_seconds(minutes):
     """How long before the time limit SLURM warns the job (SIGUSR2), which then checkpoints
-    and is requeued: submitit's 90 s, or half of a shorter limit (a warning due before the
-    job starts would stop every start at once)."""
-    return min(90, minutes * 30)
+    and is requeued: submitit's 90 s, less for limits under 4 minutes. SLURM sends the warning
+    at its first time-limit check (every 30 s) once the time left is below the warning + 30 s,
+    so this leaves a job at least a third of its limit: with more, every start of a job under a
+    1-minute limit could be stopped at once."""
+    return min(90, max(10, minutes * 30 - 30))
 
 
 def parameters(args):

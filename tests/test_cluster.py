@@ -19,7 +19,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFS = {mode: f"/var/lib/slurm-test/{mode}/slurm.conf" for mode in ("accounting", "plain")}
 LIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED"}
 ROW = "p1.0_multi_nm0"
-LONG = ["--rows", ROW, "--train-steps", "3000"]  # longer than one 30 s segment on one busy core
+# The long run trains at least this long (the speed it is sized by is an underestimate):
+# longer than its first segment under --time 1 (SLURM's warning comes after 20 to 50 s, of
+# which the start takes some), so that the limit interrupts it.
+TRAINING_S = 60
 
 pytestmark = pytest.mark.cluster
 
@@ -87,25 +90,7 @@ def log_of(out):
     return "\n".join(f"== {p}\n{p.read_text(errors='replace')[-1500:]}" for p in logs[-4:])
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """The long training run here without interruption, started once for every test of the
-    module: each interrupted run must end with its very encoders and results."""
-    out = tmp_path_factory.mktemp("uninterrupted")
-    proc = launch(out, *LONG, launcher="local", background=True)
-    folder = out / "table4" / f"{ROW}_s0"
-
-    def finished():
-        text = proc.communicate(timeout=600)[0]
-        assert proc.returncode == 0, text
-        return folder
-    yield finished
-    if proc.poll() is None:
-        proc.kill()
-
-
-def test_array_runs_at_most_max_running_and_resubmits_the_failed_job_alone(cluster, tmp_path, uninterrupted):
-    # (uninterrupted: started here, on the node's second CPU, for the test after this one)
+def test_array_runs_at_most_max_running_and_resubmits_the_failed_job_alone(cluster, tmp_path):
     out = tmp_path / "runs"
     # One job fails on the node: a checkpoint.pt without the run's args.json cannot be resumed.
     broken = out / "table4" / "p0.75_multi_nm0_s0"
@@ -144,33 +129,62 @@ def test_array_runs_at_most_max_running_and_resubmits_the_failed_job_alone(clust
     assert "0 to submit" in launch(out, "--max-running", "1")
 
 
-def test_time_limit_and_scancel_continue_from_checkpoints(cluster, tmp_path, uninterrupted):
-    """--time 1, and one checkpoint interval for the whole training: SLURM's warning halfway
-    through the limit requeues the job, which continues from the checkpoint written at the
-    signal; then scancel, and a rerun continues from the checkpoint written at its SIGTERM."""
-    out = tmp_path / "runs"
-    launch(out, *LONG, "--time", "1")
+def steps_per_second():
+    """How fast the tiny grid's models train here now (an underestimate: with the probes)."""
+    return float(subprocess.run([sys.executable, os.path.join(HERE, "cluster_grid.py"), "--steps-per-second"],
+                                capture_output=True, text=True, check=True).stdout)
+
+
+def requeued_at_time_limit(out, flags):
+    """Submit the long run with --time 1: True once it resumed after the limit's warning,
+    False if it finished first (a machine faster than measured)."""
+    launch(out, *flags, "--time", "1")
+    folder = out / "table4" / f"{ROW}_s0"
+    resumed = lambda: (folder / "train.log").exists() and "resumed from" in (folder / "train.log").read_text(
+        errors="replace")
+    wait_for(lambda: resumed() or (folder / "results.csv").exists(), 240,
+             "the job to be requeued at its time limit and resume")
+    return resumed()
+
+
+def test_time_limit_and_scancel_continue_from_checkpoints(cluster, tmp_path):
+    """--time 1, and one checkpoint interval for the whole training: SLURM's warning requeues
+    the job, which continues from the checkpoint written at the signal; then scancel, and a
+    rerun continues from the checkpoint written at its SIGTERM. It ends as an uninterrupted
+    run of the same flags, which trains beside it."""
+    steps = max(1000, int(steps_per_second() * TRAINING_S))
+    for attempt in range(3):  # longer each time the training outran the time limit
+        flags = ["--rows", ROW, "--train-steps", str(steps)]
+        whole = launch(tmp_path / f"whole{attempt}", *flags, launcher="local", background=True)
+        out = tmp_path / f"runs{attempt}"
+        if requeued_at_time_limit(out, flags):
+            break
+        whole.kill()
+        whole.wait()
+        steps *= 3
+    else:
+        pytest.fail(f"no training of up to {steps // 3} steps outlasted its first time limit")
     (job,) = records(out).values()
     log = out / "table4" / f"{ROW}_s0" / "train.log"
-    wait_for(lambda: log.exists() and "resumed from" in log.read_text(errors="replace"), 240,
-             "the job to be requeued at its time limit and resume")
     time.sleep(5)  # let the second segment train a little
     subprocess.run(["scancel", job], check=True)
     wait_for(lambda: not ours_live(out), 120, "the cancelled job to end")
     folder = out / "table4" / f"{ROW}_s0"
     if (folder / "results.csv").exists():
-        pytest.fail("the training ended before it could be cancelled; make it longer (LONG)")
-    rerun = launch(out, *LONG, "--time", "5")  # a limit it will not reach
+        pytest.fail("the training ended before it could be cancelled; make it longer (TRAINING_S)")
+    rerun = launch(out, *flags, "--time", "5")  # a limit it will not reach
     assert "0 jobs queued or running, 1 to submit" in rerun, rerun
     wait_for(lambda: not ours_live(out), 300, "the resubmitted job to end")
     assert (folder / "results.csv").exists(), log_of(out)
     text = log.read_text(errors="replace")
     assert text.count("checkpoint saved at step") >= 2, text[-3000:]  # the warning's and the cancel's
-    steps = [int(step) for step in re.findall(r"resumed from \S+ at step (\d+)", text)]
-    assert len(steps) >= 2 and all(1 < step < 3000 for step in steps), steps  # past step 1's checkpoint
-    whole = uninterrupted()
+    resumes = [int(step) for step in re.findall(r"resumed from \S+ at step (\d+)", text)]
+    assert len(resumes) >= 2 and all(1 < step < steps for step in resumes), resumes  # past step 1's checkpoint
+    printed = whole.communicate(timeout=600)[0]
+    assert whole.returncode == 0, printed
+    reference = tmp_path / f"whole{attempt}" / "table4" / f"{ROW}_s0"
     for name in ("g1.pt", "g2.pt"):
-        a, b = (torch.load(f / name, weights_only=True) for f in (whole, folder))
+        a, b = (torch.load(f / name, weights_only=True) for f in (reference, folder))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
-    assert (whole / "results.csv").read_text() == (folder / "results.csv").read_text()
+    assert (reference / "results.csv").read_text() == (folder / "results.csv").read_text()
