@@ -11,7 +11,7 @@ IMGTXT_FLAGS := --encoding-size 4 --batch-size 64 --lr 1e-3 --tau 0.1 --train-st
 	--precision bf16 --lr-schedule cosine --warmup-steps 200 \
 	--log-steps 500 --checkpoint-steps 1000 --workers 1
 
-.PHONY: demo demo-imgtxt test venv clean
+.PHONY: demo demo-imgtxt test test-cluster venv clean
 
 venv: .venv/.installed
 
@@ -42,7 +42,19 @@ demo-imgtxt: venv
 		--seed 2 --no-cuda --evaluate --load-args --workers 1
 
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not cluster"
+
+# The SLURM launcher on a real one-node cluster of this machine (root, Debian; installs
+# SLURM, munge and MariaDB on first use), with accounting and without: docs/cluster.md.
+# The two clusters' tests run at once: they mostly wait on SLURM (scheduling, requeues).
+CLUSTER_TEST := CLUSTER_REQUIRED=1 OMP_NUM_THREADS=1 $(PY) -m pytest -p no:cacheprovider -m cluster tests/test_cluster.py
+
+test-cluster: venv
+	tests/slurm_cluster.sh accounting
+	tests/slurm_cluster.sh plain
+	$(CLUSTER_TEST) -k plain --basetemp=/tmp/test-cluster-plain & plain=$$!; \
+	$(CLUSTER_TEST) -k accounting --basetemp=/tmp/test-cluster-accounting; accounting=$$?; \
+	wait $$plain && exit $$accounting
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -2,7 +2,7 @@
 
     UserError       bad input or an unusable file: one line on stderr, exit code 2
     run_cli         run a script's main(argv) with that contract (Ctrl-C and SIGTERM
-                    give one line and 130; a closed pipe ends quietly)
+                    give one line and 130, as does SIGUSR2; a closed pipe ends quietly)
     OneLineParser   an argparse parser whose usage errors are UserErrors too
 
 Importing this module first in a script also turns a Ctrl-C that arrives while
@@ -45,7 +45,9 @@ def run_cli(main, argv=None):
     (`... | head`) ends quietly."""
     prog = os.path.basename(sys.argv[0]) or "main"
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)  # a runner's or scheduler's stop: as Ctrl-C
+        # A runner's or scheduler's stop (SLURM warns with SIGUSR2): as Ctrl-C
+        for signum in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(signum, _terminate)
     try:
         result = main(argv)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit

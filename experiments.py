@@ -742,7 +742,7 @@ def main(argv=None):
     runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows,
                                 args.train_steps, args.encoder_init)
     if args.launcher == "slurm":  # slurm.py: one SLURM job per Job, doing what run_job does here
-        return slurm.launch(args, runs, plan(runs), generate, out_lock)
+        return slurm.launch(args, runs, plan(runs), generate, out_lock, has_results)
     if args.dry_run:
         return print_plan(runs, plan(runs), generate)
 

@@ -114,7 +114,8 @@ def loader(dataset, args, device, train, seed=0, info=DistInfo()):
     """Training: shuffled, drop-last batches, each rank its share of every global batch.
     Evaluation: every sample once, in order."""
     kwargs = {"num_workers": args.workers, "pin_memory": device.type == "cuda",
-              "persistent_workers": train and args.workers > 0}
+              "persistent_workers": train and args.workers > 0,
+              "worker_init_fn": run.ignore_stop_signals if args.workers > 0 else None}
     if not train:
         return DataLoader(dataset, batch_size=args.batch_size, shuffle=False, drop_last=False, **kwargs)
     # One process uses the same sampler (world size 1), so a seed gives the same
@@ -226,29 +227,32 @@ def run_training(args, device, info, save_dir):
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                mininterval=1.0, disable=not info.is_main, initial=first - 1, total=args.train_steps)
     start = time.perf_counter()
-    for step in bar:
-        recipe.set_lr(optimizer, step, args)
-        loss = train_step(ddp, loss_fn, optimizer, params, next(batches), args, device, layout)
-        window_sum += loss
-        window_n += 1
+    with run.stop_signals() as stop:  # a scheduler's stop: checkpoint, then end
+        for step in bar:
+            recipe.set_lr(optimizer, step, args)
+            loss = train_step(ddp, loss_fn, optimizer, params, next(batches), args, device, layout)
+            window_sum += loss
+            window_n += 1
 
-        logging = should_log(step, args.log_steps, args.train_steps)
-        if logging or step % run.READ_LOSS_EVERY == 0:
-            value = loss.item()
-            run.check_finite_training(step, save_dir, args, value)
-            rate = (step - first + 1) * args.batch_size / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{value:.4f}", samples_per_s=f"{rate:.1f}")
-        if logging and info.is_main:
-            tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
-                       f"<Loss>: {(window_sum / window_n).item():.4f}")
-            curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value,
-                        mean_loss=(window_sum / window_n).item(),
-                        **({"tau": float(tau())} if tau is not None else {}))  # before the checkpoint: see metrics.py
-        if logging:
-            window_sum.zero_()
-            window_n = 0
-        if should_log(step, args.checkpoint_steps, args.train_steps) and info.is_main:
-            save_checkpoint(save_dir, step, encoders, trained, optimizer, args)
+            logging = should_log(step, args.log_steps, args.train_steps)
+            if logging or step % run.READ_LOSS_EVERY == 0:
+                value = loss.item()
+                run.check_finite_training(step, save_dir, args, value)
+                rate = (step - first + 1) * args.batch_size / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{value:.4f}", samples_per_s=f"{rate:.1f}")
+            if logging and info.is_main:
+                tqdm.write(f"Step: {step} \t Loss: {value:.6f} \t "
+                           f"<Loss>: {(window_sum / window_n).item():.4f}")
+                curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value,
+                            mean_loss=(window_sum / window_n).item(),
+                            **({"tau": float(tau())} if tau is not None else {}))  # before the checkpoint: see metrics.py
+            if logging:
+                window_sum.zero_()
+                window_n = 0
+            if should_log(step, args.checkpoint_steps, args.train_steps) and info.is_main:
+                save_checkpoint(save_dir, step, encoders, trained, optimizer, args)
+            if stop:
+                run.stop_training(step, lambda: save_checkpoint(save_dir, step, encoders, trained, optimizer, args), info)
     bar.close()
     curve.close()
     if info.is_main:

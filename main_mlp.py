@@ -357,25 +357,28 @@ def run_training(args, device, info, save_dir, space, net):
 
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                initial=first - 1, total=args.train_steps, disable=not info.is_main)
-    for step in bar:
-        recipe.set_lr(optimizer, step, args)
-        loss = train_step(space, ddp_net, loss_fn, optimizer, params, args, gen, info)
-        logging = should_log(step, args.log_steps, args.train_steps)
-        if logging or step % run.READ_LOSS_EVERY == 0:
-            value = loss.item()
-            run.check_finite_training(step, save_dir, args, value, net.encoders().values() if logging else ())
-            bar.set_postfix(loss=f"{value:.4f}")
-        if logging and info.is_main:
-            # Probe first: a step whose encodings are no longer finite is not saved.
-            # rank 0 alone: a loss that gathers nothing
-            val_loss, r2 = quick_probe(space, net, simulation_loss(args, tau=tau), probe_gen, args, save_dir, step)
-            learned = {"tau": float(tau())} if tau is not None else {}
-            curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value, fresh_batch_loss=val_loss,
-                        **learned, **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
-            save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen)
-            tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
-                       "linear R^2 from hz1: "
-                       + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))
+    with run.stop_signals() as stop:  # a scheduler's stop: checkpoint, then end
+        for step in bar:
+            recipe.set_lr(optimizer, step, args)
+            loss = train_step(space, ddp_net, loss_fn, optimizer, params, args, gen, info)
+            logging = should_log(step, args.log_steps, args.train_steps)
+            if logging or step % run.READ_LOSS_EVERY == 0:
+                value = loss.item()
+                run.check_finite_training(step, save_dir, args, value, net.encoders().values() if logging else ())
+                bar.set_postfix(loss=f"{value:.4f}")
+            if logging and info.is_main:
+                # Probe first: a step whose encodings are no longer finite is not saved.
+                # rank 0 alone: a loss that gathers nothing
+                val_loss, r2 = quick_probe(space, net, simulation_loss(args, tau=tau), probe_gen, args, save_dir, step)
+                learned = {"tau": float(tau())} if tau is not None else {}
+                curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value, fresh_batch_loss=val_loss,
+                            **learned, **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
+                save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen)
+                tqdm.write(f"step {step}: train loss {value:.6f} | fresh-batch loss {val_loss:.4f} | "
+                           "linear R^2 from hz1: "
+                           + " ".join(f"{k} {v:.3f}" for k, v in r2.items()))
+            if stop:
+                run.stop_training(step, lambda: save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen), info)
     bar.close()
     curve.close()
     if info.is_main:

@@ -15,12 +15,17 @@ hands the rest to this module:
     save_results        evaluation.json (its stamp names the weights), provenance.json's
                         evaluation entry and results.csv, after printing
     diverged            the one error of a training whose loss or weights stopped being finite
+    stop_signals / stop_training
+                        a scheduler's stop (SIGUSR2, SIGTERM) ends a training with a
+                        checkpoint at its current step
     entry_point         main(): parse, check, set up processes, dispatch
 """
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import uuid
 from contextlib import contextmanager, nullcontext
 
@@ -160,6 +165,7 @@ def load_checkpoint(save_dir, modules, optimizer, restore=None, train_steps=None
     if train_steps is not None and step >= train_steps:
         raise UserError(f"{save_dir} is already trained to step {step}; pass a larger "
                         f"--train-steps with --resume to train it further")
+    print(f"resumed from {path} at step {step}", flush=True)  # marks each segment of train.log
     return step + 1
 
 
@@ -222,6 +228,44 @@ def evaluation_lock(args):
     a second evaluation writing results.csv at the same time, is refused."""
     with FolderLock(model_folder(args)):
         yield
+
+
+# A scheduler's stop: SLURM (through submitit) sends SIGUSR2 before a time limit or a
+# preemption, then SIGTERM; a runner stops its children with SIGTERM.
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+@contextmanager
+def stop_signals():
+    """While the body runs, a stop signal is noted in the yielded list instead of ending the
+    process at once: the training loop finishes its step and calls stop_training."""
+    caught = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught  # only the main thread can handle signals
+        return
+    previous = {signum: signal.signal(signum, lambda num, frame: caught.append(num)) for signum in STOP_SIGNALS}
+    try:
+        yield caught
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def ignore_stop_signals(worker_id=None):
+    """A data-loading worker's start: SLURM signals every process of the job, and a worker
+    that died of the signal would fail the training before its checkpoint. The training's own
+    process ends the workers when it exits."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def stop_training(step, save, info):
+    """A stop signal came during the training: save a checkpoint at `step` (rank 0, through
+    `save()`), so that --resume loses no work, then end as interrupted."""
+    if info.is_main:
+        save()
+        print(f"stopped by a signal: checkpoint saved at step {step}", flush=True)
+    raise KeyboardInterrupt
 
 
 # Reading the loss synchronises CUDA: the training loops read it every this many steps

@@ -10,7 +10,9 @@ import submitit
 
 import experiments
 
-KEEP = "slurm"  # the run folder's slurm.json and slurm/ (the job's record and logs) survive a clean-up
+# Survive a clean-up of an interrupted training: the job's record and logs (slurm.json,
+# slurm/), and train.log, to which the fresh training appends.
+KEEP = ("slurm", "train.log")
 
 
 class ModelJob(submitit.helpers.Checkpointable):
@@ -46,6 +48,9 @@ class ModelJob(submitit.helpers.Checkpointable):
         return env
 
     def checkpoint(self, *args, **kwargs):
-        # The state is on disk (checkpoint.pt, TRAINED, results.csv): the same callable,
-        # planned again when it restarts, continues where this one stopped.
+        # submitit calls this on SLURM's warning (SIGUSR2), then requeues the job and exits;
+        # that exit stops the running step with SIGTERM (experiments.run_command), on which a
+        # training saves a checkpoint at its current step. The state is then on disk
+        # (checkpoint.pt, TRAINED, results.csv): the same callable, planned again when it
+        # restarts, continues where this one stopped.
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

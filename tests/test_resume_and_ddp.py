@@ -184,3 +184,23 @@ def test_image_text_resume_after_sigkill(tmp_path):
         a, b = torch.load(tmp_path / "whole" / name), torch.load(tmp_path / "cut" / name)
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_stop_signal_checkpoints_the_current_step(tmp_path):
+    """SLURM's warning (SIGUSR2; SIGTERM takes the same path) between two checkpoints loses no
+    steps: the training saves where it is, and --resume ends where an uninterrupted run ends."""
+    steps = ["--batch-size", "16", "--train-steps", "2000", "--log-steps", "2000"]  # one checkpoint: the last
+    finish(mlp("--model-dir", str(tmp_path), "--model-id", "whole", *TINY, *steps))
+    proc = mlp("--model-dir", str(tmp_path), "--model-id", "cut", *TINY, *steps)
+    deadline = time.time() + 120
+    while not (tmp_path / "cut" / "f2.pt").exists() and time.time() < deadline:  # written before step 1
+        time.sleep(0.01)
+    time.sleep(3.0)  # into the training loop
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    step = torch.load(tmp_path / "cut" / "checkpoint.pt")["step"]
+    assert 0 < step < 2000 and f"checkpoint saved at step {step}" in out
+    out = finish(mlp("--model-dir", str(tmp_path), "--model-id", "cut", "--resume", "--no-cuda"))
+    assert f"at step {step}" in out
+    assert_same(encoders(tmp_path / "whole"), encoders(tmp_path / "cut"))

@@ -1,5 +1,6 @@
 """experiments.py --launcher slurm without a cluster: fake sbatch/sacct/squeue/scancel/srun
 record what is submitted; a tiny grid runs for real through submitit's local executor."""
+import contextlib
 import json
 import os
 import pickle
@@ -14,6 +15,7 @@ import experiments
 import report
 import slurm
 from cli import UserError
+from files import FolderLock
 
 FAKE = r'''#!{python}
 import json, os, sys
@@ -26,12 +28,18 @@ if name == "sbatch":
     job = int(open(counter).read()) if os.path.exists(counter) else 1234
     open(counter, "w").write(str(job + 1))
     print(f"Submitted batch job {{job}}")
+elif name == "sacct" and os.path.exists(os.path.join(here, "no_accounting")):
+    sys.exit("Slurm accounting storage is disabled")
 elif name == "sacct":
     states = json.load(open(os.path.join(here, "states.json"))) if os.path.exists(os.path.join(here, "states.json")) else {{}}
     print("JobID|State|NodeList")
     for job_id, state in states.items():
         print(f"{{job_id}}|{{state}}|node1")
         print(f"{{job_id}}.batch|{{state}}|node1")
+elif name == "squeue":
+    queue = os.path.join(here, "queue.json")
+    for job_id, state in (json.load(open(queue)) if os.path.exists(queue) else {{}}).items():
+        print(f"{{job_id}}|{{state}}")
 with open(os.path.join(here, "calls.jsonl"), "a") as f:
     f.write(json.dumps(record) + "\n")
 '''
@@ -53,6 +61,11 @@ class FakeSlurm:
 
     def set_states(self, states):
         (self.folder / "states.json").write_text(json.dumps(states))
+
+    def set_queue(self, states):
+        """squeue's jobs; sacct answers as on a cluster without accounting storage."""
+        (self.folder / "queue.json").write_text(json.dumps(states))
+        (self.folder / "no_accounting").touch()
 
 
 @pytest.fixture
@@ -87,7 +100,8 @@ def test_submits_one_array_with_the_resources(tmp_path, fake_slurm, capsys):
     (call,) = fake_slurm.calls("sbatch")
     lines = sbatch_lines(call)
     for expected in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=6", "--mem=32GB",
-                     "--time=120", "--array=0-9%3", "--account=proj", "--qos=long", "--nodes=1"):
+                     "--time=120", "--array=0-9%3", "--account=proj", "--qos=long", "--nodes=1",
+                     "--signal=USR2@90"):
         assert f"#SBATCH {expected}" in lines, expected
     assert "submitit.core._submit" in call["script"]
     out = tmp_path / "runs"
@@ -178,9 +192,107 @@ def test_sacct_failure_is_an_error_not_a_resubmission(tmp_path, fake_slurm):
     assert len(fake_slurm.calls("sbatch")) == 1
 
 
-@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30:00", 90), ("2-00:00:00", 2880), ("0:30", 1)])
-def test_parse_time(text, minutes):
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30:00", 90), ("2-00:00:00", 2880), ("0:30", 1),
+                                           ("5:01", 6), ("1-2", 1560), ("1-2:30", 1590), ("1-0:0:1", 1441)])
+def test_parse_time_reads_slurms_formats(text, minutes):
     assert slurm.parse_time(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["-5", "1:2:3:4", "1-", "-1-2", "1-2-3", "1.5", "", "0", "0:0", "1-2:3:4:5"])
+def test_parse_time_refuses_other_text(text):
+    with pytest.raises(UserError, match="--time"):
+        slurm.parse_time(text)
+
+
+@pytest.mark.parametrize("time_limit, warning", [("1", 10), ("2", 30), ("3", 60), ("4", 90), ("2:00:00", 90)])
+def test_a_short_limit_is_warned_late_enough_to_train(tmp_path, fake_slurm, time_limit, warning):
+    """SLURM's warning 90 s before a 1-minute limit would stop each start at once."""
+    submit(tmp_path, "table4", "--seeds", "1", "--time", time_limit)
+    assert f"#SBATCH --signal=USR2@{warning}" in sbatch_lines(fake_slurm.calls("sbatch")[0])
+
+
+def test_slurm_extra_is_one_line(tmp_path, fake_slurm):
+    with pytest.raises(UserError, match="spans lines"):
+        submit(tmp_path, "table4", "--seeds", "1", "--slurm-extra", "comment=a\n#SBATCH --qos=high")
+    assert fake_slurm.calls("sbatch") == []
+
+
+def test_impossible_flags_are_refused_before_submission(tmp_path, fake_slurm):
+    """101 steps leave the cosine schedule 1 step after the quick scale's 100 warm-up steps."""
+    with pytest.raises(UserError, match=r"main_mlp.py would refuse the training of .*table4/p1.0_multi_nm0_s0: "
+                                        r"--lr-schedule cosine needs at least 2 steps after --warmup-steps"):
+        submit(tmp_path, "table4", "--seeds", "1", "--train-steps", "101")
+    assert fake_slurm.calls("sbatch") == []
+
+
+@pytest.mark.parametrize("output", ["garbage\n", "JobID|State|NodeList\n1234_0|RUNNING\n", ""])
+def test_sacct_garbage_is_an_error(tmp_path, fake_slurm, output):
+    submit(tmp_path, "table4", "--seeds", "1")
+    (fake_slurm.folder / "sacct").write_text(f"#!/bin/sh\nprintf '{output}'\n")
+    with pytest.raises(UserError, match="sacct printed"):
+        submit(tmp_path, "table4", "--seeds", "1")
+    assert len(fake_slurm.calls("sbatch")) == 1
+
+
+@pytest.mark.parametrize("text", ['{"job_id": 123}', "[]", '{"id": "1234_0"}', '{"job_id": "x"}', '{"job_'])
+def test_bad_record_is_one_line(tmp_path, fake_slurm, text):
+    submit(tmp_path, "table4", "--seeds", "1")
+    (tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0" / slurm.RECORD).write_text(text)
+    with pytest.raises(UserError, match=r"p1.0_multi_nm0_s0/slurm.json.*delete it if its job no longer runs"):
+        submit(tmp_path, "table4", "--seeds", "1")
+    assert len(fake_slurm.calls("sbatch")) == 1
+
+
+def test_unreadable_record_of_a_live_training_counts_as_running(tmp_path, fake_slurm, capsys):
+    submit(tmp_path, "table4", "--seeds", "1")
+    folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
+    (folder / slurm.RECORD).write_text('{"job_id": "12')  # truncated
+    fake_slurm.set_states({f"1234_{i}": "RUNNING" for i in range(1, 5)})
+    with FolderLock(str(folder)):  # the entry point holds its model folder while it trains
+        assert submit(tmp_path, "table4", "--seeds", "1") == 0
+    assert len(fake_slurm.calls("sbatch")) == 1
+    assert "5 jobs queued or running, 0 to submit" in capsys.readouterr().out
+
+
+def test_without_accounting_squeue_tells_what_still_runs(tmp_path, fake_slurm, capsys):
+    submit(tmp_path, "table4", "--seeds", "1")
+    fake_slurm.set_queue({"1234_0": "RUNNING", "1234_1": "PENDING", "1234_4": "COMPLETING", "99_0": "RUNNING"})
+    assert submit(tmp_path, "table4", "--seeds", "1") == 0
+    assert "3 jobs queued or running, 2 to submit" in capsys.readouterr().out
+    second = fake_slurm.calls("sbatch")[1]
+    assert "#SBATCH --array=0-1%2" in sbatch_lines(second)
+    assert sorted(r["job_id"] for r in records(tmp_path / "runs", "table4").values()) == [
+        "1234_0", "1234_1", "1234_4", "1235_0", "1235_1"]
+    (fake_slurm.folder / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact' >&2\nexit 1\n")
+    with pytest.raises(UserError, match="cannot ask SLURM which jobs are queued"):
+        submit(tmp_path, "table4", "--seeds", "1")
+
+
+def test_a_launch_that_waited_for_the_lock_asks_again(tmp_path, fake_slurm, monkeypatch, capsys):
+    """Two launches of one command: the second planned before the first submitted (a slow
+    sacct), and reaches the out lock after it; it submits nothing."""
+    real_lock = experiments.out_lock
+
+    @contextlib.contextmanager
+    def lock_after_another_launch(out):
+        monkeypatch.setattr(experiments, "out_lock", real_lock)
+        assert submit(tmp_path, "table4", "--seeds", "1") == 0  # the other launch, all of it
+        fake_slurm.set_states({f"1234_{i}": "PENDING" for i in range(5)})
+        with real_lock(out):
+            yield
+    monkeypatch.setattr(experiments, "out_lock", lock_after_another_launch)
+    assert submit(tmp_path, "table4", "--seeds", "1") == 0
+    assert len(fake_slurm.calls("sbatch")) == 1
+    assert "another launch submitted these jobs meanwhile" in capsys.readouterr().out
+
+
+def test_empty_results_are_not_finished(tmp_path, fake_slurm, capsys):
+    submit(tmp_path, "table4", "--seeds", "1")
+    (tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0" / "results.csv").write_text("")
+    fake_slurm.set_states({"1234_0": "FAILED", **{f"1234_{i}": "RUNNING" for i in range(1, 5)}})
+    capsys.readouterr()
+    assert submit(tmp_path, "table4", "--seeds", "1") == 0
+    assert "5 runs: 0 done, 5 to do; 4 jobs queued or running, 1 to submit" in capsys.readouterr().out
 
 
 def test_local_launcher_leaves_submitted_models(tmp_path, fake_slurm):
@@ -247,6 +359,7 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
         (folder / slurm.RECORD).write_text('{"job_id": "1234_0"}')
         (folder / "args.json").write_text("{}")
         (folder / "stale.pt").write_text("x")
+        (folder / "train.log").write_text("$ the first segment\n")
     (resumable / experiments.CHECKPOINT).write_text("step 3000")
     job = slurm_job.ModelJob([runs[0]], str(tmp_path), threads=2)
     requeued = job.checkpoint()
@@ -256,4 +369,5 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
     assert slurm_job.ModelJob([runs[1]], str(tmp_path))() == [runs[1].run_dir]
     assert fake.trainings()[-1] == runs[1].name and runs[1].name not in fake.resumed()
     assert (fresh / slurm.RECORD).exists() and not (fresh / "stale.pt").exists()
+    assert (fresh / "train.log").read_text().startswith("$ the first segment")  # appended to, never lost
     assert (fresh / "results.csv").exists() and (fresh / experiments.TRAINED).exists()
