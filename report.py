@@ -7,7 +7,10 @@ An experiment folder holds one folder per run with args.json and results.csv
 (see experiments.py); the experiment is the folder's name unless --experiment
 says otherwise. Settings are read from each run's args.json, so the report
 does not depend on how the run folders are named. Values are means and sample
-standard deviations (ddof = 1) over the seeds whose value is finite.
+standard deviations (ddof = 1) over the seeds whose value is finite. Runs are seeds
+of one model only where everything that defines the model is the same; a run of
+another model, with stale results (stamps.py) or with malformed files is left out
+and listed with its reason.
 """
 import collections
 import json

@@ -251,6 +251,7 @@ def test_a_full_disk_at_the_first_checkpoint_never_blocks_the_model_id(tmp_path,
     ("garbage", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n", True),
 ])
 def test_only_a_results_csv_with_rows_counts_as_finished(tmp_path, text, counts):
+    (tmp_path / "args.json").write_text("{}")  # the model it evaluated (a stray results.csv is no result)
     (tmp_path / "results.csv").write_text(text)
     assert experiments.has_results(str(tmp_path)) is counts
 

@@ -142,6 +142,7 @@ def test_rerun_submits_nothing_while_jobs_run_and_resubmits_the_ended(tmp_path, 
     # a finished run is never submitted again, whatever sacct says
     for name, rec in recs.items():
         if rec["job_id"].startswith("1235"):
+            (tmp_path / "runs" / "table4" / name / "args.json").write_text("{}")
             (tmp_path / "runs" / "table4" / name / "results.csv").write_text("encoding,r2_linear\nhz1,0.9\n")
     fake_slurm.set_states({"1235_0": "COMPLETED", "1234_3": "RUNNING", "1234_4": "RUNNING"})
     assert submit(tmp_path, "table4", "--seeds", "1") == 0
@@ -288,6 +289,7 @@ def test_a_launch_that_waited_for_the_lock_asks_again(tmp_path, fake_slurm, monk
 
 def test_empty_results_are_not_finished(tmp_path, fake_slurm, capsys):
     submit(tmp_path, "table4", "--seeds", "1")
+    (tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0" / "args.json").write_text("{}")
     (tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0" / "results.csv").write_text("")
     fake_slurm.set_states({"1234_0": "FAILED", **{f"1234_{i}": "RUNNING" for i in range(1, 5)}})
     capsys.readouterr()
