@@ -13,6 +13,7 @@ import argparse
 import math
 import os
 import time
+from contextlib import closing
 
 import numpy as np
 import pandas as pd
@@ -218,8 +219,7 @@ def run_training(args, device, info, save_dir):
     loss_fn = GatheredInfoNCE(args.tau if tau is None else tau, info)
     first = run.load_checkpoint(save_dir, trained, optimizer, train_steps=args.train_steps) \
         if args.resume else 1
-    batches = infinite_iterator(loader(dataset, args, device, train=True, seed=seed, info=info),
-                                start_batch=first - 1)
+    shuffled = loader(dataset, args, device, train=True, seed=seed, info=info)
     encoders.train()
     curve = metrics.open_log(save_dir, first, args, info.is_main)  # metrics.csv
 
@@ -227,7 +227,8 @@ def run_training(args, device, info, save_dir):
     bar = tqdm(range(first, args.train_steps + 1), desc="train", unit="step", dynamic_ncols=True,
                mininterval=1.0, disable=not info.is_main, initial=first - 1, total=args.train_steps)
     start = time.perf_counter()
-    with run.stop_signals() as stop:  # a scheduler's stop: checkpoint, then end
+    # a scheduler's stop: checkpoint, then end; closing the batches ends the loader's workers
+    with run.stop_signals() as stop, closing(infinite_iterator(shuffled, start_batch=first - 1)) as batches:
         for step in bar:
             recipe.set_lr(optimizer, step, args)
             loss = train_step(ddp, loss_fn, optimizer, params, next(batches), args, device, layout)

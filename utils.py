@@ -22,20 +22,27 @@ def get_device(no_cuda=False, index=0):
 
 def infinite_iterator(loader, start_batch=0):
     """Batches of a DataLoader forever, reshuffling on every pass; `start_batch`
-    batches are skipped without loading them (to resume a run where it stopped)."""
+    batches are skipped without loading them (to resume a run where it stopped).
+    Close it (contextlib.closing) to end the loader's workers."""
     epoch, skip = divmod(start_batch, len(loader))
-    while True:
-        if hasattr(loader.sampler, "set_epoch"):  # a DistributedSampler reshuffles only when told
-            loader.sampler.set_epoch(epoch)
-        if skip:
-            rest = list(loader.sampler)[skip * loader.batch_size:]
-            yield from DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=rest,
-                                  drop_last=loader.drop_last, num_workers=loader.num_workers,
-                                  pin_memory=loader.pin_memory)
-            skip = 0
-        else:
-            yield from loader
-        epoch += 1
+    try:
+        while True:
+            if hasattr(loader.sampler, "set_epoch"):  # a DistributedSampler reshuffles only when told
+                loader.sampler.set_epoch(epoch)
+            if skip:
+                rest = list(loader.sampler)[skip * loader.batch_size:]
+                yield from DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=rest,
+                                      drop_last=loader.drop_last, num_workers=loader.num_workers,
+                                      pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn)
+                skip = 0
+            else:
+                yield from loader
+            epoch += 1
+    finally:
+        # persistent workers outlive the generator, and workers that ignore SIGTERM
+        # (run.ignore_stop_signals) cannot be terminated at exit: tell them to end
+        if getattr(loader, "_iterator", None) is not None:
+            loader._iterator._shutdown_workers()
 
 
 def should_log(step, every, last_step):
