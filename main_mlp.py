@@ -21,12 +21,12 @@ from torch import nn
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-import content_size
 import metrics
 import partial
 import probes
 import recipe
 import run
+import size_estimates
 import spaces
 import viewspec
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
@@ -100,7 +100,7 @@ def build_parser():
     p.add_argument("--mlp-eval", action="store_true")
     p.add_argument("--estimate-content-size", action="store_true",
                    help="evaluation: also estimate the content size from the test encodings alone "
-                        "(content_size.py's estimate; writes content_size.csv)")
+                        "(size_estimates.py; writes content_size.csv)")
     p.add_argument("--cpu-generator", action="store_true",
                    help="evaluating a folder of the published scripts without CUDA: state that its "
                         "B and a were drawn on the CPU (it was trained without a GPU)")
@@ -513,7 +513,7 @@ def evaluate(args, device):
                             "(a diverged training?)")
 
     if args.estimate_content_size:  # before results.csv, which marks a finished evaluation
-        content_size.write(save_dir, {f"hz{k}": test[f"hz{k}"] for k in range(1, args.n_views + 1)}, args.content_n)
+        size_estimates.write(save_dir, {f"hz{k}": test[f"hz{k}"] for k in range(1, args.n_views + 1)}, args.content_n)
     results = probe_results(args, val, test, device)
     print("Regression results:")
     print(results.to_string(index=False))

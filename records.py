@@ -14,7 +14,7 @@ import sys
 
 import stamps
 from cli import OneLineParser, UserError, run_cli
-from experiments import has_results
+from plans import has_results
 from files import atomic_write
 
 # What a document may cite: settings, results, curves, per-set and per-direction tables,

@@ -1,6 +1,6 @@
 """experiments.py --launcher slurm: submit the grid's jobs to SLURM through submitit.
 
-One SLURM job per experiments.Job (a trained model and the runs that evaluate it),
+One SLURM job per plans.Job (a trained model and the runs that evaluate it),
 all of one command in one job array (--max-running of them at once). Each job runs
 slurm_job.ModelJob, which does what the local launcher does for that job, and is
 requeued from its last checkpoint when it times out or is preempted. The submission

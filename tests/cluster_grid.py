@@ -14,12 +14,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import experiments  # noqa: E402
 import grids  # noqa: E402
+import plans  # noqa: E402
 from cli import run_cli  # noqa: E402
 
 ENTRY = os.path.join(HERE, "cluster_entry", "main_mlp.py")
 TRAIN = {"--content-n": 2, "--style-n": 2, "--modality-n": 2, "--encoding-size": 2, "--batch-size": 64,
          "--train-steps": 200, "--log-steps": 10**6, "--no-cuda": True}  # checkpoints: step 1 and the last
-experiments.SCALES["tiny"] = {**experiments.SCALES["quick"], "sim_train": TRAIN, "sim_eval": {"--no-cuda": True}}
+grids.SCALES["tiny"] = {**grids.SCALES["quick"], "sim_train": TRAIN, "sim_eval": {"--no-cuda": True}}
 for name, record in grids.EXPERIMENTS.items():
     if record.script == "main_mlp.py":
         grids.EXPERIMENTS[name] = dataclasses.replace(record, script=ENTRY)  # an absolute path
@@ -34,7 +35,7 @@ def steps_per_second(n=500):
     with tempfile.TemporaryDirectory() as folder, open(os.devnull, "w") as quiet, \
             contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         start = time.perf_counter()
-        main_mlp.main([*experiments.render(flags), "--model-dir", folder, "--model-id", "speed"])
+        main_mlp.main([*plans.argv_of(flags), "--model-dir", folder, "--model-id", "speed"])
         return n / (time.perf_counter() - start)
 
 

@@ -1,9 +1,10 @@
-"""content_size.py: the intrinsic dimension of the encodings estimates the content size."""
+"""content_size.py and size_estimates.py: the intrinsic dimension of the encodings estimates the content size."""
 import numpy as np
 import pandas as pd
 import pytest
 
 import content_size
+import size_estimates
 import main_mlp
 from cli import UserError
 
@@ -18,7 +19,7 @@ def embed(z, out_dim, seed):
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
 def test_nonlinear_embeddings_of_a_k_dimensional_gaussian_give_k(k):
     z = np.random.default_rng(k).normal(size=(4000, k))
-    table, estimate = content_size.estimate({"hz1": embed(z, 10, 1), "hz2": embed(z, 10, 2)}, truth=k)
+    table, estimate = size_estimates.estimate({"hz1": embed(z, 10, 1), "hz2": embed(z, 10, 2)}, truth=k)
     assert estimate == k
     assert set(table.estimator) == {"twonn", "mle", "lpca", "cca"} and (table.truth == k).all()
     twonn = table[table.estimator == "twonn"].value
@@ -30,9 +31,9 @@ def test_canonical_correlations_match_the_shared_directions():
     shared, a_own, b_own = rng.normal(size=(5000, 2)), rng.normal(size=(5000, 2)), rng.normal(size=(5000, 3))
     a = np.hstack([shared, a_own]) @ rng.normal(size=(4, 4))
     b = np.hstack([shared, b_own]) @ rng.normal(size=(5, 5))
-    rho = content_size.canonical_correlations(a, b)
+    rho = size_estimates.canonical_correlations(a, b)
     assert rho[:2] == pytest.approx([1.0, 1.0], abs=1e-9) and (rho[2:] < 0.1).all()
-    assert content_size.cca(a, b) == 2
+    assert size_estimates.cca(a, b) == 2
 
 
 def test_the_script_on_a_trained_model(tmp_path, capsys):
@@ -42,7 +43,7 @@ def test_the_script_on_a_trained_model(tmp_path, capsys):
     content_size.main([str(tmp_path / "m"), "--no-cuda", "--num-batches", "2"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2] == "true content size: 2" and lines[-1].startswith("content size: ")
-    table = pd.read_csv(tmp_path / "m" / content_size.FILE)
+    table = pd.read_csv(tmp_path / "m" / size_estimates.FILE)
     assert (table.truth == 2).all() and lines[-1] == f"content size: {table.estimate[0]}"
     assert list(table[table.estimator == "cca"].encoding) == ["hz1~hz2"]
 
@@ -51,22 +52,22 @@ def test_errors_are_one_line(tmp_path):
     with pytest.raises(UserError, match="args.json not found"):
         content_size.main([str(tmp_path)])
     with pytest.raises(UserError, match="100 pairs to estimate from, need at least 200"):
-        content_size.check_pairs({"hz1": np.zeros((100, 3))}, "m")
+        size_estimates.check_pairs({"hz1": np.zeros((100, 3))}, "m")
     with pytest.raises(UserError, match="hz1 has non-finite encodings"):
-        content_size.check_pairs({"hz1": np.full((300, 3), np.nan)}, "m")
+        size_estimates.check_pairs({"hz1": np.full((300, 3), np.nan)}, "m")
 
 
 def test_image_text_models_are_estimated_per_modality(tmp_path, capsys, monkeypatch):
     import main_imgtxt
     from m3di_fixture import write_m3di
-    monkeypatch.setattr(content_size, "MIN_PAIRS", 20)  # the fixture's test split is small
+    monkeypatch.setattr(size_estimates, "MIN_PAIRS", 20)  # the fixture's test split is small
     data = write_m3di(str(tmp_path / "m3di"), sizes={"train": 16, "val": 10, "test": 40})
     main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "it", "--seed", "0",
                       "--batch-size", "8", "--train-steps", "2", "--hidden-size", "16", "--workers", "0",
                       "--encoding-size", "4"])
     content_size.main([str(tmp_path / "it")])
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("content size: ")
-    table = pd.read_csv(tmp_path / "it" / content_size.FILE)
+    table = pd.read_csv(tmp_path / "it" / size_estimates.FILE)
     assert set(table.encoding) == {"image", "text", "image~text"} and table.truth.isna().all()
 
 
@@ -76,7 +77,7 @@ def test_the_evaluation_estimates_it_before_writing_results(tmp_path, capsys):
     main_mlp.main(common + ["--seed", "0", "--train-steps", "3"])
     # conftest's evaluation batches of 128 pairs: two give 256 test pairs, above MIN_PAIRS
     main_mlp.main(common + ["--seed", "1", "--evaluate", "--num-eval-batches", "2", "--estimate-content-size"])
-    table = pd.read_csv(tmp_path / "m" / content_size.FILE)
+    table = pd.read_csv(tmp_path / "m" / size_estimates.FILE)
     assert (table.truth == 2).all() and set(table.encoding) >= {"hz1", "hz2", "hz3", "hz1~hz3"}
     assert f"content size: {table.estimate[0]}" in capsys.readouterr().out
 
@@ -95,5 +96,5 @@ def test_the_estimate_is_the_smaller_upper_bound():
     style_tilde = 0.6 * style + 0.8 * rng.normal(size=(4000, 2))       # correlated 0.6, not shared
     a = np.hstack([content, style]) @ rng.normal(size=(4, 6))
     b = np.hstack([content, style_tilde]) @ rng.normal(size=(4, 6))
-    table, estimate = content_size.estimate({"hz1": a, "hz2": b})
+    table, estimate = size_estimates.estimate({"hz1": a, "hz2": b})
     assert round(table[table.estimator == "twonn"].value.mean()) == 4 and estimate == 2

@@ -1,4 +1,5 @@
 """The experiment runner: grids, skip/resume, dry runs and parallel jobs, with a fake subprocess."""
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,10 @@ import pandas as pd
 import pytest
 
 import experiments
+import facts
 import files
+import local
+import plans
 from cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +58,8 @@ class FakeEntryPoints:
                           "r2_nonlinear": [0.9]}).to_csv(os.path.join(folder, "results.csv"), index=False)
             return 0
         if "--resume" in flags:  # continues from the checkpoint, keeps args.json
-            assert os.path.isfile(os.path.join(folder, experiments.CHECKPOINT))
-            for name in experiments.MODEL_FILES[script][1:]:
+            assert os.path.isfile(os.path.join(folder, facts.CHECKPOINT))
+            for name in local.MODEL_FILES[script][1:]:
                 open(os.path.join(folder, name), "w").close()
             return 0
         # training: like the entry points, refuse a folder that already holds a model
@@ -65,7 +69,7 @@ class FakeEntryPoints:
             json.dump(args, f)
         if flags["--model-id"] in self.fail_training_of:
             return 1
-        for name in experiments.MODEL_FILES[script][1:]:
+        for name in local.MODEL_FILES[script][1:]:
             open(os.path.join(folder, name), "w").close()
         return 0
 
@@ -82,7 +86,7 @@ class FakeEntryPoints:
 @pytest.fixture
 def fake(monkeypatch):
     fake = FakeEntryPoints()
-    monkeypatch.setattr(experiments, "run_command", fake)
+    monkeypatch.setattr(local, "run_command", fake)
     return fake
 
 
@@ -93,13 +97,13 @@ def run(tmp_path, *argv):
 # ------------------------------------------------------------------ grids ---
 
 def test_table1_grid_names_and_flags():
-    runs, generate = experiments.build_runs(["table1"], "runs", "quick", range(3))
+    runs, generate = plans.build_runs(["table1"], "runs", "quick", range(3))
     assert generate is None and len(runs) == 30
     assert len({r.name for r in runs}) == 30
     by_name = {r.name: r for r in runs}
     run = by_name["p0.75_stat_cau_multi_s2"]
     assert run.run_dir == os.path.join("runs", "table1", "p0.75_stat_cau_multi_s2") == run.train_dir
-    cmd = experiments.command(run.script, run.train_flags)
+    cmd = plans.command(run.script, run.train_flags)
     assert cmd[0] == sys.executable and cmd[1].endswith("main_mlp.py")
     flags = flag_dict(cmd[2:])
     assert flags["--style-change-prob"] == "0.75" and flags["--seed"] == "2"
@@ -107,52 +111,52 @@ def test_table1_grid_names_and_flags():
     assert "--shared-mixing" not in flags and "--shared-encoder" not in flags
     assert flags["--model-dir"] == os.path.join("runs", "table1")
     assert flags["--model-id"] == "p0.75_stat_cau_multi_s2"
-    uni = flag_dict(experiments.command("main_mlp.py", by_name["p1.0_uni_s0"].train_flags)[2:])
+    uni = flag_dict(plans.command("main_mlp.py", by_name["p1.0_uni_s0"].train_flags)[2:])
     assert uni["--shared-mixing"] is uni["--shared-encoder"] is True
     assert uni["--style-change-prob"] == "1.0"
     assert "--statistical-dependence" not in uni and "--content-dependent-style" not in uni
-    evaluate = flag_dict(experiments.command("main_mlp.py", run.eval_flags)[2:])
+    evaluate = flag_dict(plans.command("main_mlp.py", run.eval_flags)[2:])
     assert evaluate["--evaluate"] is evaluate["--load-args"] is True
-    assert evaluate["--seed"] == str(2 + experiments.EVAL_SEED_OFFSET)
+    assert evaluate["--seed"] == str(2 + plans.EVAL_SEED_OFFSET)
     assert "--permuted-content" not in evaluate
 
 
 def test_scales():
-    quick = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "quick", [0], None)[0].train_flags))
+    quick = flag_dict(plans.argv_of(plans.experiment_runs("table1", "r", "quick", [0], None)[0].train_flags))
     assert {k: quick[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size",
                                   "--batch-size", "--train-steps", "--log-steps", "--lr", "--lr-schedule",
                                   "--warmup-steps", "--encoder-init", "--precision")} == {
         "--content-n": "3", "--style-n": "3", "--modality-n": "3", "--encoding-size": "3",
         "--batch-size": "256", "--train-steps": "15001", "--log-steps": "1000", "--lr": "0.001",
         "--lr-schedule": "cosine", "--warmup-steps": "100", "--encoder-init": "kaiming", "--precision": "bf16"}
-    paper = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "paper", [0], None)[0].train_flags))
+    paper = flag_dict(plans.argv_of(plans.experiment_runs("table1", "r", "paper", [0], None)[0].train_flags))
     assert (paper["--batch-size"], paper["--train-steps"], paper["--lr"], paper["--content-n"]) == (
         "6144", "300001", "0.0001", "5")
-    quick_eval = experiments.experiment_runs("table1", "r", "quick", [0], None)[0].eval_flags
+    quick_eval = plans.experiment_runs("table1", "r", "quick", [0], None)[0].eval_flags
     assert quick_eval["--num-eval-batches"] == 1
-    fig = experiments.experiment_runs("figure3", "r", "paper", [0], "data")[0]
+    fig = plans.experiment_runs("figure3", "r", "paper", [0], "data")[0]
     assert (fig.train_flags["--batch-size"], fig.train_flags["--train-steps"], fig.train_flags["--lr"]) == (
         256, 100001, 1e-5)
-    dims = flag_dict(experiments.render(experiments.experiment_runs("table1", "r", "dims", [0], None)[0].train_flags))
+    dims = flag_dict(plans.argv_of(plans.experiment_runs("table1", "r", "dims", [0], None)[0].train_flags))
     assert {k: dims[k] for k in ("--content-n", "--style-n", "--modality-n", "--encoding-size", "--train-steps")} \
         == {"--content-n": "5", "--style-n": "5", "--modality-n": "5", "--encoding-size": "5", "--train-steps": "100001"}
     assert {k: dims[k] for k in ("--batch-size", "--lr", "--encoder-init", "--precision")} == \
         {k: quick[k] for k in ("--batch-size", "--lr", "--encoder-init", "--precision")}
-    assert experiments.experiment_runs("table4", "r", "dims", [0], None)[0].eval_flags["--num-eval-batches"] == 1
+    assert plans.experiment_runs("table4", "r", "dims", [0], None)[0].eval_flags["--num-eval-batches"] == 1
 
 
 def test_table4_figure8_figure3_grids(tmp_path):
-    t4, _ = experiments.build_runs(["table4"], "runs", "quick", range(2))
+    t4, _ = plans.build_runs(["table4"], "runs", "quick", range(2))
     assert len(t4) == 10 and all(r.name.endswith(("_s0", "_s1")) and "_multi_nm0_" in r.name for r in t4)
-    cmd = experiments.render(t4[0].train_flags)
+    cmd = plans.argv_of(t4[0].train_flags)
     assert cmd.count("--modality-n") == 1 and cmd[cmd.index("--modality-n") + 1] == "0"  # row beats scale
-    f8, _ = experiments.build_runs(["figure8"], "runs", "quick", range(3))
+    f8, _ = plans.build_runs(["figure8"], "runs", "quick", range(3))
     assert len(f8) == 15
     for run in f8:
         assert run.train_dir == os.path.join("runs", "table1", run.name)
         assert run.run_dir == os.path.join("runs", "figure8", run.name)
         assert run.eval_flags["--permuted-content"] is True and "_multi_" in run.name
-    f3, generate = experiments.build_runs(["figure3"], str(tmp_path), "quick", range(3))
+    f3, generate = plans.build_runs(["figure3"], str(tmp_path), "quick", range(3))
     assert [r.name for r in f3[:4]] == ["enc1_s0", "enc1_s1", "enc1_s2", "enc2_s0"]
     assert sorted({r.row["--encoding-size"] for r in f3}) == [1, 2, 3, 4, 6, 8, 10, 12]
     data = str(tmp_path / "data" / "m3di_quick")
@@ -164,15 +168,15 @@ def test_table4_figure8_figure3_grids(tmp_path):
     assert {k: f3[0].train_flags[k] for k in ("--lr-schedule", "--warmup-steps", "--precision", "--train-steps")} \
         == {"--lr-schedule": "cosine", "--warmup-steps": 200, "--precision": "bf16", "--train-steps": 4001}
     # a given --datapath is used as is, and nothing is generated
-    f3, generate = experiments.build_runs(["figure3"], "runs", "paper", [0], datapath=str(tmp_path))
+    f3, generate = plans.build_runs(["figure3"], "runs", "paper", [0], datapath=str(tmp_path))
     assert generate is None and f3[0].train_flags["--datapath"] == str(tmp_path)
 
 
 def test_figure5_grid():
-    runs, _ = experiments.build_runs(["figure5"], "runs", "quick", range(3))
+    runs, _ = plans.build_runs(["figure5"], "runs", "quick", range(3))
     assert len(runs) == 12 and [r.name for r in runs[::3]] == [
         "p0.75_discc5_multi_s0", "p0.75_discs5_multi_s0", "p0.75_discm5_multi_s0", "p0.75_disccsm5_multi_s0"]
-    flags = [flag_dict(experiments.render(r.train_flags)) for r in runs[::3]]
+    flags = [flag_dict(plans.argv_of(r.train_flags)) for r in runs[::3]]
     discrete = ("--discrete-content", "--discrete-style", "--discrete-modality")
     assert [[f.get(d) for d in discrete] for f in flags] == [
         ["5", None, None], [None, "5", None], [None, None, "5"], ["5", "5", "5"]]
@@ -220,7 +224,7 @@ def test_runs_everything_then_skips(tmp_path, fake):
     assert len(fake.trainings()) == 20 and len(fake.evaluations()) == 20
     folder = tmp_path / "runs" / "table1" / "p1.0_multi_s1"
     assert {"TRAINED", "train.log", "evaluate.log", "results.csv"} <= set(os.listdir(folder))
-    assert not os.path.exists(tmp_path / "runs" / experiments.LOCK)
+    assert not os.path.exists(tmp_path / "runs" / local.LOCK)
     fake.calls.clear()
     assert run(tmp_path, "table1", "--seeds", "2") == 0
     assert fake.calls == []
@@ -244,7 +248,7 @@ def test_unfinished_training_is_redone(tmp_path, fake):
     trained = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
     trained.mkdir()
     (trained / "args.json").write_text("{}")
-    (trained / experiments.TRAINED).write_text("{}")  # trained, evaluation missing
+    (trained / plans.TRAINED).write_text("{}")  # trained, evaluation missing
     run(tmp_path, "table1", "--seeds", "1")
     assert "p1.0_uni_s0" in fake.trainings() and "p1.0_multi_s0" not in fake.trainings()
     assert (str(tmp_path / "runs" / "table1"), "p1.0_multi_s0") in fake.evaluations()
@@ -255,29 +259,29 @@ def test_interrupted_training_with_checkpoint_is_resumed(tmp_path, fake, capsys)
     folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
     folder.mkdir(parents=True)
     (folder / "args.json").write_text(json.dumps({"content_n": 3, "batch_size": 256}))
-    (folder / experiments.CHECKPOINT).write_text("state at step 3000")
+    (folder / facts.CHECKPOINT).write_text("state at step 3000")
     run(tmp_path, "table4", "--seeds", "1", "--dry-run")
     assert "--resume" in capsys.readouterr().out
     run(tmp_path, "table4", "--seeds", "1")
     assert fake.resumed() == ["p1.0_multi_nm0_s0"] and len(fake.trainings()) == 5
-    assert (folder / experiments.CHECKPOINT).read_text() == "state at step 3000"  # not deleted
-    assert (folder / "results.csv").exists() and (folder / experiments.TRAINED).exists()
+    assert (folder / facts.CHECKPOINT).read_text() == "state at step 3000"  # not deleted
+    assert (folder / "results.csv").exists() and (folder / plans.TRAINED).exists()
     # a checkpoint of other settings is not resumed
     folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
     folder.mkdir(parents=True)
     (folder / "args.json").write_text(json.dumps({"batch_size": 6144}))
-    (folder / experiments.CHECKPOINT).write_text("")
+    (folder / facts.CHECKPOINT).write_text("")
     with pytest.raises(UserError, match="--batch-size 6144 \\(here 256\\)"):
         run(tmp_path, "table1", "--seeds", "1")
 
 
 def test_failed_training_is_reported_and_retried(tmp_path, monkeypatch, capsys):
     fake = FakeEntryPoints(fail_training_of={"p1.0_uni_s0"})
-    monkeypatch.setattr(experiments, "run_command", fake)
+    monkeypatch.setattr(local, "run_command", fake)
     assert run(tmp_path, "table1", "--seeds", "1") == 1
     assert "p1.0_uni_s0" in capsys.readouterr().err
     folder = tmp_path / "runs" / "table1" / "p1.0_uni_s0"
-    assert not (folder / experiments.TRAINED).exists() and not (folder / "results.csv").exists()
+    assert not (folder / plans.TRAINED).exists() and not (folder / "results.csv").exists()
     fake.fail_training_of.clear()
     fake.calls.clear()
     assert run(tmp_path, "table1", "--seeds", "1") == 0
@@ -286,7 +290,7 @@ def test_failed_training_is_reported_and_retried(tmp_path, monkeypatch, capsys):
 
 def test_figure8_reuses_table1_models(tmp_path, fake):
     run(tmp_path, "figure8", "--seeds", "1")       # trains into table1/, evaluates copies
-    expected = [r.name for r in experiments.experiment_runs("figure8", "x", "quick", [0], None)]
+    expected = [r.name for r in plans.experiment_runs("figure8", "x", "quick", [0], None)]
     assert sorted(fake.trainings()) == sorted(expected)
     assert all(d.endswith("figure8") for d, _ in fake.evaluations())
     f8 = tmp_path / "runs" / "figure8" / "p0.75_cau_multi_s0"
@@ -302,20 +306,20 @@ def test_copy_model_leaves_out_results_and_checkpoint(tmp_path):
     source = tmp_path / "table1" / "m"
     source.mkdir(parents=True)
     for name in ("args.json", "g1.pt", "train.log", "TRAINED", "results.csv", "evaluate.log",
-                 experiments.CHECKPOINT):
+                 facts.CHECKPOINT):
         (source / name).write_text(name)
     dest = tmp_path / "figure8" / "m"
     dest.parent.mkdir()
-    experiments.copy_model(str(source), str(dest))
+    local.copy_model(str(source), str(dest))
     assert sorted(os.listdir(dest)) == ["TRAINED", "args.json", "g1.pt", "train.log"]
     assert json.loads((dest / "TRAINED").read_text())["copied_from"] == str(source)
     assert not (tmp_path / "figure8" / "m.partial").exists()
 
 
 def test_same_value():
-    assert experiments.same_value(0.0001, 1e-4) and experiments.same_value(5, "5")
-    assert experiments.same_value(False, False) and not experiments.same_value(None, True)
-    assert not experiments.same_value(512, 6144) and experiments.same_value("a/b", "a/b")
+    assert plans.same_value(0.0001, 1e-4) and plans.same_value(5, "5")
+    assert plans.same_value(False, False) and not plans.same_value(None, True)
+    assert not plans.same_value(512, 6144) and plans.same_value("a/b", "a/b")
 
 
 def test_reuse_with_other_settings_is_refused(tmp_path, fake):
@@ -326,7 +330,7 @@ def test_reuse_with_other_settings_is_refused(tmp_path, fake):
 
 
 def test_train_steps_overrides_the_scale(tmp_path, fake, capsys):
-    runs, _ = experiments.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], train_steps=50001)
+    runs, _ = plans.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], train_steps=50001)
     assert {r.train_flags["--train-steps"] for r in runs} == {50001}
     assert {r.train_flags["--content-n"] for r in runs if r.script == "main_mlp.py"} == {5}
     experiments.main(["table1", "--scale", "dims", "--train-steps", "50001", "--list"])
@@ -339,7 +343,7 @@ def test_train_steps_overrides_the_scale(tmp_path, fake, capsys):
 
 
 def test_encoder_init_overrides_the_scale_for_simulation_runs_only(tmp_path, fake, capsys):
-    runs, _ = experiments.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], encoder_init="whitened")
+    runs, _ = plans.build_runs(["table1", "figure3"], str(tmp_path), "dims", [0], encoder_init="whitened")
     sim = [r for r in runs if r.script == "main_mlp.py"]
     assert sim and {r.train_flags["--encoder-init"] for r in sim} == {"whitened"}
     assert all("--encoder-init" not in r.train_flags for r in runs if r.script == "main_imgtxt.py")
@@ -364,7 +368,7 @@ def test_jobs_run_everything_once(tmp_path, fake):
 def threads_seen(fake, monkeypatch):
     """OMP_NUM_THREADS of each step the fake entry points run, in order."""
     seen = []
-    monkeypatch.setattr(experiments, "run_command",
+    monkeypatch.setattr(local, "run_command",
                         lambda cmd, log, env=None: seen.append(env["OMP_NUM_THREADS"]) or fake(cmd, log, env))
     return seen
 
@@ -401,28 +405,28 @@ def test_figure3_generates_data_once(tmp_path, fake):
 def test_busy_output_folder_is_refused(tmp_path, fake):
     out = tmp_path / "runs"
     out.mkdir()
-    with files.FolderLock(str(out), name=experiments.LOCK):  # another runner holds the folder
+    with files.FolderLock(str(out), name=local.LOCK):  # another runner holds the folder
         with pytest.raises(UserError, match="is running on"):
             run(tmp_path, "table4", "--seeds", "1")
-    (out / experiments.LOCK).write_text("999999999")  # left by a killed runner: no lock held
+    (out / local.LOCK).write_text("999999999")  # left by a killed runner: no lock held
     assert run(tmp_path, "table4", "--seeds", "1") == 0
 
 
 def test_run_command_logs_and_returns_exit_code(tmp_path):
     log = tmp_path / "x.log"
-    rc = experiments.run_command([sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"], str(log))
+    rc = local.run_command([sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"], str(log))
     assert rc == 3 and log.read_text().splitlines()[1] == "hello"
     assert log.read_text().startswith("$ ")
-    experiments._STOP.set()   # after an interruption nothing new starts
+    local._STOP.set()   # after an interruption nothing new starts
     try:
-        assert experiments.run_command([sys.executable, "-c", "print('no')"], str(log)) != 0
+        assert local.run_command([sys.executable, "-c", "print('no')"], str(log)) != 0
     finally:
-        experiments._STOP.clear()
+        local._STOP.clear()
     assert "no\n" not in log.read_text()
 
 
 def test_views_grid():
-    runs, generate = experiments.build_runs(["views"], "runs", "quick", range(3))
+    runs, generate = plans.build_runs(["views"], "runs", "quick", range(3))
     assert generate is None and len(runs) == 9
     assert [r.row["--n-views"] for r in runs[::3]] == [2, 3, 4]
     assert all(r.script == "main_mlp.py" and r.train_dir == r.run_dir for r in runs)
@@ -432,10 +436,10 @@ def test_recipe_flags_left_out_mean_their_defaults(tmp_path):
     """A model trained with a recipe is not reused for a command without the recipe's flags."""
     (tmp_path / "args.json").write_text(json.dumps({"lr": 1e-3, "encoder_init": "kaiming",
                                                     "lr_schedule": "cosine", "warmup_steps": 100}))
-    assert experiments.settings_conflicts(str(tmp_path), {"--lr": 1e-3}) == [
+    assert plans.settings_conflicts(str(tmp_path), {"--lr": 1e-3}) == [
         ("--lr-schedule", "cosine", "constant"), ("--warmup-steps", 100, 0), ("--encoder-init", "kaiming", "torch")]
     same = {"--lr": 1e-3, "--encoder-init": "kaiming", "--lr-schedule": "cosine", "--warmup-steps": 100}
-    assert experiments.settings_conflicts(str(tmp_path), same) == []
+    assert plans.settings_conflicts(str(tmp_path), same) == []
 
 
 def test_tooling_imports_no_torch():
@@ -485,17 +489,17 @@ def test_a_model_finished_while_waiting_for_the_lock_is_not_redone(tmp_path, fak
     folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
     folder.mkdir(parents=True)
     (folder / "args.json").write_text(json.dumps({"seed": 0}))  # A's training, still running
-    real_lock = experiments.out_lock
+    real_lock = local.out_lock
 
-    @experiments.contextmanager
+    @contextlib.contextmanager
     def lock_after_a_finishes(out):
         (folder / "g1.pt").write_text("A's weights")
-        (folder / experiments.TRAINED).write_text("{}")
+        (folder / plans.TRAINED).write_text("{}")
         (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
         with real_lock(out):
             yield
 
-    monkeypatch.setattr(experiments, "out_lock", lock_after_a_finishes)
+    monkeypatch.setattr(local, "out_lock", lock_after_a_finishes)
     run(tmp_path, "table1", "--seeds", "0-0", "--rows", "p1.0_multi")
     assert fake.calls == [] and (folder / "g1.pt").read_text() == "A's weights"
 
@@ -517,7 +521,7 @@ def test_a_stray_results_csv_is_neither_done_nor_deleted(tmp_path, fake):
     folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
     folder.mkdir(parents=True)
     (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
-    assert not experiments.has_results(str(folder))
+    assert not plans.has_results(str(folder))
     with pytest.raises(UserError, match="holds a results.csv but no args.json"):
         run(tmp_path, "table1", "--seeds", "0-0")
     assert (folder / "results.csv").exists() and fake.calls == []

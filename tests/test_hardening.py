@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import experiments
+import local
 import generate_m3di
 import main_imgtxt
 import main_mlp
@@ -127,9 +128,9 @@ def test_children_die_with_a_killed_runner(tmp_path):
     """kill -9 of the runner: its child gets SIGTERM (PR_SET_PDEATHSIG), no orphan keeps training."""
     pidfile = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", (
-        "import subprocess, sys, time, experiments\n"
+        "import subprocess, sys, time, local\n"
         f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
-        f"preexec_fn=experiments._die_with_parent)\n"
+        f"preexec_fn=local._die_with_parent)\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(60)\n")], cwd=ROOT)
     for _ in range(100):
@@ -153,8 +154,8 @@ def test_children_die_with_a_killed_runner(tmp_path):
 def test_runner_lock_ignores_garbage_and_refuses_out_as_file(tmp_path, capsys):
     out = tmp_path / "runs"
     out.mkdir()
-    (out / experiments.LOCK).write_text("not a pid")  # a garbage lock file is no lock
-    with experiments.out_lock(str(out)):
+    (out / local.LOCK).write_text("not a pid")  # a garbage lock file is no lock
+    with local.out_lock(str(out)):
         pass
     afile = tmp_path / "afile"
     afile.write_text("keep me")

@@ -13,6 +13,8 @@ import torch
 
 import directions
 import experiments
+import local
+import plans
 import generate_m3di
 import main_imgtxt
 import main_mlp
@@ -205,7 +207,7 @@ def test_evaluation_takes_the_folder_lock(tmp_path, capsys, data):
 
 def test_runner_never_clears_a_locked_folder(tmp_path, capsys, monkeypatch):
     started = []
-    monkeypatch.setattr(experiments, "run_command", lambda cmd, log, env=None: started.append(cmd) or 1)
+    monkeypatch.setattr(local, "run_command", lambda cmd, log, env=None: started.append(cmd) or 1)
     folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
     folder.mkdir(parents=True)
     (folder / "args.json").write_text("{}")  # a training by hand, before its first checkpoint
@@ -253,7 +255,7 @@ def test_a_full_disk_at_the_first_checkpoint_never_blocks_the_model_id(tmp_path,
 def test_only_a_results_csv_with_rows_counts_as_finished(tmp_path, text, counts):
     (tmp_path / "args.json").write_text("{}")  # the model it evaluated (a stray results.csv is no result)
     (tmp_path / "results.csv").write_text(text)
-    assert experiments.has_results(str(tmp_path)) is counts
+    assert plans.has_results(str(tmp_path)) is counts
 
 
 def test_imgtxt_resume_on_data_of_another_image_size(data, tmp_path, capsys):

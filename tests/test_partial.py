@@ -216,22 +216,22 @@ def test_two_view_evaluation_records_the_mcc_of_c(tmp_path):
 # ------------------------------------------------------------ the runner ---
 
 def test_partial_grid_is_yao_et_al_at_the_quick_scale(tmp_path):
-    import experiments
     import grids
-    runs, generate = experiments.build_runs(["partial"], str(tmp_path), "quick", range(3))
+    import plans
+    runs, generate = plans.build_runs(["partial"], str(tmp_path), "quick", range(3))
     assert generate is None and len(runs) == 6
     assert [r.name for r in runs[::3]] == ["yao_truth_s0", "yao_split_s0"]
-    train = experiments.render(runs[3].train_flags)
+    train = plans.argv_of(runs[3].train_flags)
     assert train[train.index("--view-latents") + 1] == YAO == grids.YAO_VIEWS
     assert "--content-n" not in train and train[train.index("--encoding-size") + 1] == "4"
     assert train[train.index("--train-steps") + 1] == "15001" and "--encoder-init" in train
-    assert "--encoding-size" not in experiments.render(runs[0].train_flags)
+    assert "--encoding-size" not in plans.argv_of(runs[0].train_flags)
     # a model trained by such a command is not mistaken for one with other settings
     folder = tmp_path / "done"
     folder.mkdir()
     saved = {"view_latents": YAO, "content_coords": "split", "content_n": 5, "encoding_size": 4}
     (folder / "args.json").write_text(json.dumps(saved))
-    assert experiments.settings_conflicts(str(folder), runs[3].train_flags) == []
+    assert plans.settings_conflicts(str(folder), runs[3].train_flags) == []
 
 
 # ------------------------------------------- what identifies the model ---

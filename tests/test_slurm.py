@@ -12,6 +12,10 @@ import pandas as pd
 import pytest
 
 import experiments
+import facts
+import grids
+import local
+import plans
 import report
 import slurm
 from cli import UserError
@@ -115,8 +119,8 @@ def test_submits_one_array_with_the_resources(tmp_path, fake_slurm, capsys):
         job = pickle.load(f).function
     assert type(job).__name__ == "ModelJob" and job.threads == 6 and job.cwd == os.getcwd()
     assert [r.run_dir for r in job.runs] == [str(folder)]
-    planned = experiments.Job(str(folder), job.runs[0].script, job.runs)
-    steps = experiments.plan_steps(planned)
+    planned = plans.Job(str(folder), job.runs[0].script, job.runs)
+    steps = plans.plan_steps(planned)
     assert [s.kind for s in steps] == ["remove", "train", "evaluate"]  # remove: the record alone is there
     assert "--statistical-dependence" in steps[1].cmd and "--evaluate" in steps[2].cmd
     assert "submitted 10 jobs (array 1234, at most 3 at once)" in capsys.readouterr().out
@@ -272,16 +276,16 @@ def test_without_accounting_squeue_tells_what_still_runs(tmp_path, fake_slurm, c
 def test_a_launch_that_waited_for_the_lock_asks_again(tmp_path, fake_slurm, monkeypatch, capsys):
     """Two launches of one command: the second planned before the first submitted (a slow
     sacct), and reaches the out lock after it; it submits nothing."""
-    real_lock = experiments.out_lock
+    real_lock = local.out_lock
 
     @contextlib.contextmanager
     def lock_after_another_launch(out):
-        monkeypatch.setattr(experiments, "out_lock", real_lock)
+        monkeypatch.setattr(local, "out_lock", real_lock)
         assert submit(tmp_path, "table4", "--seeds", "1") == 0  # the other launch, all of it
         fake_slurm.set_states({f"1234_{i}": "PENDING" for i in range(5)})
         with real_lock(out):
             yield
-    monkeypatch.setattr(experiments, "out_lock", lock_after_another_launch)
+    monkeypatch.setattr(local, "out_lock", lock_after_another_launch)
     assert submit(tmp_path, "table4", "--seeds", "1") == 0
     assert len(fake_slurm.calls("sbatch")) == 1
     assert "another launch submitted these jobs meanwhile" in capsys.readouterr().out
@@ -317,7 +321,7 @@ TINY = {"--content-n": 2, "--style-n": 2, "--modality-n": 2, "--encoding-size": 
 
 def test_tiny_grid_runs_through_submitit_local_executor(tmp_path, fake_slurm, monkeypatch):
     """The job function for real: training, evaluation, then report.py on the results."""
-    monkeypatch.setitem(experiments.SCALES, "tiny", {**experiments.SCALES["quick"], "sim_train": TINY,
+    monkeypatch.setitem(grids.SCALES, "tiny", {**grids.SCALES["quick"], "sim_train": TINY,
                                                      "sim_eval": {"--num-eval-batches": 1, "--no-cuda": True}})
     monkeypatch.setattr(slurm, "CLUSTER", "local")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -330,7 +334,7 @@ def test_tiny_grid_runs_through_submitit_local_executor(tmp_path, fake_slurm, mo
         time.sleep(1)
     logs = folder / slurm.LINK
     assert (folder / "results.csv").exists(), [p.read_text()[-2000:] for p in logs.glob("*_log.*")]
-    assert (folder / experiments.TRAINED).exists() and (folder / "metrics.csv").exists()
+    assert (folder / plans.TRAINED).exists() and (folder / "metrics.csv").exists()
     assert {"train.log", "evaluate.log"} <= set(os.listdir(folder))
     assert any(p.name.endswith("_log.out") for p in logs.iterdir())  # submitit's logs, linked from the run
     results = pd.read_csv(folder / "results.csv", index_col=0)
@@ -352,9 +356,9 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
     import slurm_job
     from test_experiments import FakeEntryPoints
     fake = FakeEntryPoints()
-    monkeypatch.setattr(experiments, "run_command", fake)
+    monkeypatch.setattr(local, "run_command", fake)
     monkeypatch.chdir(tmp_path)
-    runs = experiments.experiment_runs("table4", "runs", "quick", [0], None)[:2]
+    runs = plans.experiment_runs("table4", "runs", "quick", [0], None)[:2]
     resumable, fresh = (tmp_path / r.train_dir for r in runs)
     for folder in (resumable, fresh):
         folder.mkdir(parents=True)
@@ -362,7 +366,7 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
         (folder / "args.json").write_text("{}")
         (folder / "stale.pt").write_text("x")
         (folder / "train.log").write_text("$ the first segment\n")
-    (resumable / experiments.CHECKPOINT).write_text("step 3000")
+    (resumable / facts.CHECKPOINT).write_text("step 3000")
     job = slurm_job.ModelJob([runs[0]], str(tmp_path), threads=2)
     requeued = job.checkpoint()
     assert isinstance(requeued, submitit.helpers.DelayedSubmission) and requeued.function is job
@@ -372,4 +376,4 @@ def test_job_resumes_from_checkpoint_and_keeps_its_record(tmp_path, monkeypatch)
     assert fake.trainings()[-1] == runs[1].name and runs[1].name not in fake.resumed()
     assert (fresh / slurm.RECORD).exists() and not (fresh / "stale.pt").exists()
     assert (fresh / "train.log").read_text().startswith("$ the first segment")  # appended to, never lost
-    assert (fresh / "results.csv").exists() and (fresh / experiments.TRAINED).exists()
+    assert (fresh / "results.csv").exists() and (fresh / plans.TRAINED).exists()

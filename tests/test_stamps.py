@@ -3,8 +3,9 @@ result file is not the one evaluation.json names, the runner and report.py treat
 absent; folders without a stamp (the published scripts', older ones) still count."""
 import json
 
-import experiments
+import local
 import main_mlp
+import plans
 import report
 import stamps
 from test_hardening import mlp_eval_args, train_mlp
@@ -21,7 +22,7 @@ def test_an_evaluation_stamps_the_weights_and_each_result_file(tmp_path):
     record = json.loads((folder / "evaluation.json").read_text())
     assert record["stamp"]["weights"] == stamps.weights_digest(str(folder))
     assert set(record["stamp"]["files"]) == {"results.csv"}
-    assert stamps.stale(str(folder)) is None and experiments.has_results(str(folder))
+    assert stamps.stale(str(folder)) is None and plans.has_results(str(folder))
 
 
 def test_resumed_training_makes_the_results_stale_until_evaluated_again(tmp_path):
@@ -31,12 +32,12 @@ def test_resumed_training_makes_the_results_stale_until_evaluated_again(tmp_path
                    "--no-cuda"])
     assert (folder / "results.csv").read_bytes() == results  # kept, but no longer current
     assert "the weights changed" in stamps.stale(str(folder))
-    assert not experiments.has_results(str(folder))
+    assert not plans.has_results(str(folder))
     runs, notes = report.load_runs(str(tmp_path), "sim")
     assert runs == [] and notes == [f"{folder.name}: left out, its results are stale: the weights changed "
                                     "after the evaluation (retrained?); evaluate again"]
     main_mlp.main([str(a) for a in mlp_eval_args(tmp_path, folder.name)])
-    assert stamps.stale(str(folder)) is None and experiments.has_results(str(folder))
+    assert stamps.stale(str(folder)) is None and plans.has_results(str(folder))
 
 
 def test_a_result_file_that_is_not_the_stamped_one_is_stale(tmp_path):
@@ -44,7 +45,7 @@ def test_a_result_file_that_is_not_the_stamped_one_is_stale(tmp_path):
     folder = evaluated(tmp_path)
     (folder / "results.csv").write_text((folder / "results.csv").read_text().replace("hz1", "hz2", 1))
     assert "results.csv is not the file that evaluation.json records" in stamps.stale(str(folder))
-    assert not experiments.has_results(str(folder))
+    assert not plans.has_results(str(folder))
 
 
 def test_a_copied_over_encoder_makes_the_results_stale(tmp_path):
@@ -62,7 +63,7 @@ def test_results_without_a_stamp_cannot_be_checked_and_count(tmp_path):
     (folder / "g1.pt").write_bytes(b"")
     assert stamps.stale(str(folder)) is None
     (folder / "evaluation.json").unlink()  # the published scripts write none
-    assert stamps.stale(str(folder)) is None and experiments.has_results(str(folder))
+    assert stamps.stale(str(folder)) is None and plans.has_results(str(folder))
     (folder / "evaluation.json").write_text("{")
     assert "cannot read evaluation.json" in stamps.stale(str(folder))
 
@@ -70,7 +71,7 @@ def test_results_without_a_stamp_cannot_be_checked_and_count(tmp_path):
 def test_copies_for_other_evaluations_leave_the_results_behind(tmp_path):
     folder = evaluated(tmp_path)
     (folder / "partial.csv").write_text("views\n")
-    experiments.copy_model(str(folder), str(tmp_path / "copy"))
+    local.copy_model(str(folder), str(tmp_path / "copy"))
     copied = {p.name for p in (tmp_path / "copy").iterdir()}
     assert not copied & {"results.csv", "partial.csv", "evaluation.json"} and "g1.pt" in copied
 
