@@ -11,6 +11,7 @@ import os
 import sys
 
 from cli import OneLineParser, UserError, run_cli
+from facts import ARGS_FILE
 from files import read_json
 from size_estimates import write
 
@@ -31,7 +32,7 @@ def simulation_encodings(model_dir, seed, batches, no_cuda):
     device = get_device(no_cuda)
     space, net = main_mlp.load_trained(args, save_dir, saved, device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    data, _ = main_mlp.generate_data(space, net, main_mlp.simulation_loss(args), batches, gen, False)
+    data, _ = main_mlp.encode_batches(space, net, main_mlp.simulation_loss(args), batches, gen, False)
     return {f"hz{k}": data[f"hz{k}"] for k in range(1, args.n_views + 1)}, args.content_n
 
 
@@ -41,7 +42,7 @@ def imgtxt_encodings(model_dir, seed, no_cuda):
     import run
     from utils import get_device
     parent, name = os.path.split(os.path.normpath(model_dir))
-    saved = read_json(os.path.join(model_dir, "args.json"), "args.json")
+    saved = read_json(os.path.join(model_dir, ARGS_FILE), ARGS_FILE)
     args = main_imgtxt.build_parser().parse_args(["--model-dir", parent or ".", "--model-id", name, "--evaluate",
                                                   "--load-args", "--seed", str(seed), "--datapath",
                                                   saved["datapath"], "--workers", "0"])
@@ -58,7 +59,7 @@ def main(argv=None):
     p.add_argument("--num-batches", type=int, default=1, help="simulation: batches of 4,096 held-out pairs (1)")
     p.add_argument("--no-cuda", action="store_true")
     args = p.parse_args(argv)
-    saved = read_json(os.path.join(args.model, "args.json"), "args.json")
+    saved = read_json(os.path.join(args.model, ARGS_FILE), ARGS_FILE)
     if not isinstance(saved, dict):
         raise UserError(f"{args.model}/args.json does not hold a model's arguments")
     if args.num_batches < 1:

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from metrics import FILE, read_metrics  # noqa: E402
 from cli import UserError  # noqa: E402
+from facts import ARGS_FILE  # noqa: E402
 from files import atomic_write, read_json  # noqa: E402
 
 # (column, axis label) of the top and bottom rows, per kind of experiment.
@@ -31,7 +32,7 @@ def setting_of(name):
 
 def seed_of(folder, name):
     try:
-        return int(read_json(os.path.join(folder, "args.json"), "args.json")["seed"])
+        return int(read_json(os.path.join(folder, ARGS_FILE), ARGS_FILE)["seed"])
     except (UserError, KeyError, TypeError, ValueError):
         match = re.search(r"_s(\d+)$", name)
         return int(match.group(1)) if match else name

@@ -26,6 +26,7 @@ blocks and for models without B): it shows whether the content the encoder
 learns least is the content that the style copies least.
 """
 from cli import UserError, run_cli  # first: a Ctrl-C while torch loads then gives one line
+from facts import ARGS_FILE
 import argparse
 import os
 
@@ -44,7 +45,7 @@ from utils import get_device, set_seed
 def load_model(folder, device):
     """(args, latent space, encoders) of a main_mlp.py model folder, as trained."""
     parser = main_mlp.build_parser()
-    path = os.path.join(folder, "args.json")
+    path = os.path.join(folder, ARGS_FILE)
     saved = run.read_saved_args(path, parser)
     if "datapath" in saved or not os.path.isfile(os.path.join(folder, "f1.pt")):
         raise UserError(f"{folder} is not a simulation model of main_mlp.py (no f1.pt"
@@ -104,7 +105,7 @@ def directions(folder, batches, seed, device):
     """One row per encoding, block, basis (principal, canonical) and direction."""
     args, space, net = load_model(folder, device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    data, _ = main_mlp.generate_data(space, net, MultiViewLpLoss(), batches, generator, False)
+    data, _ = main_mlp.encode_batches(space, net, MultiViewLpLoss(), batches, generator, False)
     B = space.params["B"].double().numpy() if "B" in space.params else None
     views = range(1, args.n_views + 1)
     blocks = ["c", "s", *(f"m{k}" for k in views)]

@@ -26,6 +26,7 @@ import tempfile
 
 import report
 from cli import OneLineParser, UserError, run_cli
+from facts import RESULTS_FILE
 from files import atomic_write_text
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -48,14 +49,14 @@ def read_json_or_none(path):
 
 def model_folders(path):
     """The model records under path (itself, or its runs), those with a results.csv."""
-    if os.path.isfile(os.path.join(path, "results.csv")):
+    if os.path.isfile(os.path.join(path, RESULTS_FILE)):
         return [path]
-    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(path, "**", "results.csv"), recursive=True))
+    return sorted(os.path.dirname(p) for p in glob.glob(os.path.join(path, "**", RESULTS_FILE), recursive=True))
 
 
 def model_table(path):
     """A simulation model's results.csv as one row per encoding and probe, one column per factor."""
-    results = report.read_results(os.path.join(path, "results.csv"))
+    results = report.read_results(os.path.join(path, RESULTS_FILE))
     results = results[results[["r2_linear", "r2_nonlinear"]].notna().any(axis=1)]  # c' without --permuted-content
     factors = list(dict.fromkeys(results["predicted_factors"]))
     lines = ["| encoding | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]

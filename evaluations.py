@@ -22,11 +22,12 @@ import pandas as pd
 
 import provenance
 from cli import OneLineParser, UserError, run_cli
+from facts import ARGS_FILE, RESULTS_FILE
 from files import FolderLock, atomic_write_csv, atomic_write_json, read_json
 
 FILE = "evaluations.csv"
 # Files an evaluation writes: never linked into the scratch folder, so it cannot touch the model's.
-WRITTEN = ("results.csv", "evaluation.json", "partial.csv", "provenance.json", FILE)
+WRITTEN = (RESULTS_FILE, "evaluation.json", "partial.csv", "provenance.json", FILE)
 MAX_SEEDS = 100
 
 
@@ -68,7 +69,7 @@ def evaluate_once(main, model_dir, seed, extra, scratch_root):
     scratch_copy(model_dir, scratch)
     main(["--model-dir", scratch_root, "--model-id", f"seed{seed}", "--evaluate", "--load-args",
           "--seed", str(seed), *extra])
-    results = pd.read_csv(os.path.join(scratch, "results.csv"), index_col=0)
+    results = pd.read_csv(os.path.join(scratch, RESULTS_FILE), index_col=0)
     with open(os.path.join(scratch, "provenance.json")) as f:
         entry = json.load(f)["evaluation"]
     return results.assign(eval_seed=seed), {**entry, "eval_seed": seed}
@@ -92,7 +93,7 @@ def main(argv=None):
     p.add_argument("--datapath", help="image/text: the data folder, if not where args.json says")
     args = p.parse_args(argv)
     seeds = parse_seeds(args.seeds)
-    saved = read_json(os.path.join(args.model, "args.json"), "args.json")
+    saved = read_json(os.path.join(args.model, ARGS_FILE), ARGS_FILE)
     if not isinstance(saved, dict):
         raise UserError(f"{args.model}/args.json does not hold a model's arguments")
     if saved.get("seed") in seeds:

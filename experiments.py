@@ -177,7 +177,7 @@ def main(argv=None):
     runs, generate = build_runs(args.experiments, args.out, args.scale, args.seeds, args.datapath, args.rows,
                                 args.train_steps, args.encoder_init)
     if args.launcher == "slurm":  # slurm.py: one SLURM job per Job, doing what run_job does here
-        return slurm.launch(args, runs, plans.plan(runs), generate, local.out_lock, has_results)
+        return slurm.launch(args, runs, plans.plan(runs), generate)
     if args.dry_run:
         return print_plan(runs, plans.plan(runs), generate)
 
@@ -185,8 +185,7 @@ def main(argv=None):
         with local.session(args.out):  # plan under the lock: see plans.plan
             pending = [job for job in plans.plan(runs) if job.steps]
             refuse_submitted(pending)
-            n_done = sum(has_results(run.run_dir) for run in runs)
-            local.say(f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do, {args.jobs} at a time")
+            local.say(f"{plans.progress(runs)}, {args.jobs} at a time")
             if generate:
                 local.generate_dataset(generate)
             failures = local.run_jobs(pending, args.jobs)
@@ -202,8 +201,7 @@ def main(argv=None):
 
 def print_plan(runs, jobs, generate):
     """--dry-run: the steps still to do, as shell commands."""
-    n_done = sum(has_results(run.run_dir) for run in runs)
-    print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do")
+    print(f"# {plans.progress(runs)}")
     if generate:
         print(generate.describe())
     for job in jobs:

@@ -17,7 +17,7 @@ MODEL_FILES = {"main_mlp.py": (ARGS_FILE, "g1.pt", "g2.pt"),
 SPLITS = ("train", "val", "test")  # the Multimodal3DIdent folder's sub-folders
 
 # main_mlp.py's settings that make a latent block discrete, by block.
-DISCRETE_FLAGS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete_modality"}
+DISCRETE_KEYS = {"c": "discrete_content", "s": "discrete_style", "m": "discrete_modality"}
 
 # The seven object shapes of Multimodal3DIdent, in the order of their index.
 SHAPE_NAMES = ("teapot", "hammer", "chair", "snowman", "car", "lamp", "airplane")

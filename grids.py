@@ -61,7 +61,7 @@ ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
 FIG5_ROWS = (("c",), ("s",), ("m",), ("c", "s", "m"))
 FIG5_K = 5
 # The flag of each discrete block, e.g. "c": "--discrete-content".
-DISCRETE_FLAGS = {block: flag_of(key) for block, key in facts.DISCRETE_FLAGS.items()}
+DISCRETE_FLAGS = {block: flag_of(key) for block, key in facts.DISCRETE_KEYS.items()}
 VIEW_COUNTS = (2, 3, 4)  # views: Table 1's first row (multimodal, p(chg) 1.0) with K views
 # Yao et al. (ICLR 2024), numerical experiment: 4 views of 6 latents, their default S_k
 # (multiview-crl, main_numerical.py, --S-k). Rows: the two coordinate assignments; "split"

@@ -190,12 +190,6 @@ def infonce_loss(z1, z2, sim_metric, criterion, tau=1.0):
     return criterion(logits, targets)
 
 
-def symmetric_infonce(hz1, hz2, sim_metric, criterion, tau=1.0):
-    """0.5 * (L(hz1, hz2) + L(hz2, hz1)). The 2n-way loss already uses every sample of
-    both modalities as an anchor, so both terms are equal: computing one halves the work."""
-    return infonce_loss(hz1, hz2, sim_metric, criterion, tau)
-
-
 class GatheredInfoNCE(nn.Module):
     """The image/text objective across processes, as one scalar (as open_clip's ClipLoss):
     every rank gathers the encodings of all ranks (with gradients) and scores the whole
@@ -208,4 +202,5 @@ class GatheredInfoNCE(nn.Module):
 
     def forward(self, hz1, hz2):
         hz1, hz2 = gather_with_grad(hz1.float(), self.info), gather_with_grad(hz2.float(), self.info)
-        return symmetric_infonce(hz1, hz2, self.sim_metric, self.criterion, temperature(self.tau))
+        # infonce_loss is symmetric already (every sample of both modalities is an anchor)
+        return infonce_loss(hz1, hz2, self.sim_metric, self.criterion, temperature(self.tau))

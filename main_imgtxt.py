@@ -31,7 +31,7 @@ from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenize
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
 from losses import (LEARN_TAU_HELP, TEMPERATURE, GatheredInfoNCE, check_learn_tau, check_tau,
                     learned_temperature, load_temperature)
-from facts import SPLITS
+from facts import ARGS_FILE, SPLITS
 from files import atomic_write_json, read_json
 from utils import atomic_torch_save, infinite_iterator, load_into, set_seed, should_log
 
@@ -171,7 +171,7 @@ def training_data(args, save_dir, info):
     vocab = Vocabulary.load(data_vocab) if os.path.isfile(data_vocab) else None
     # The sequence length and image size are fixed by the first run, so that --resume
     # keeps the model's shape and the data it was trained on.
-    saved = read_metadata(save_dir, read_json(os.path.join(save_dir, "args.json"), "args.json")) \
+    saved = read_metadata(save_dir, read_json(os.path.join(save_dir, ARGS_FILE), ARGS_FILE)) \
         if args.resume else {}
     dataset = Multimodal3DIdent(args.datapath, "train", vocab=vocab, sequence_length=saved.get("sequence_length"),
                                 max_sequence_length=args.max_sequence_length)
@@ -206,7 +206,7 @@ def run_training(args, device, info, save_dir):
     if info.is_main:
         if not args.resume:
             dataset.vocab.save(os.path.join(save_dir, "vocab.json"))
-        atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
+        atomic_write_json(os.path.join(save_dir, ARGS_FILE), vars(args))
         atomic_write_json(os.path.join(save_dir, METADATA_FILE), metadata)
         report_training_setup(args, dataset, save_dir, data_vocab, vocab, device)
 
@@ -309,7 +309,7 @@ def read_metadata(save_dir, saved):
         if not isinstance(metadata, dict):
             raise UserError(f"{path} does not hold a JSON object")
     else:
-        path, metadata = os.path.join(save_dir, "args.json"), saved
+        path, metadata = os.path.join(save_dir, ARGS_FILE), saved
     check_metadata(metadata, path)
     return {key: metadata.get(key) for key in METADATA_KEYS}
 

@@ -34,12 +34,12 @@ from encoders import simulation_encoder, whiten_first_layer_
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
 from losses import (LEARN_TAU_HELP, TEMPERATURE, LpSimCLRLoss, MultiViewLpLoss, check_learn_tau, check_tau,
                     learned_temperature, load_temperature)
-from facts import DISCRETE_FLAGS, INITS, RECIPE_DEFAULTS
+from facts import ARGS_FILE, DISCRETE_KEYS, INITS, RECIPE_DEFAULTS
 from files import atomic_write_json
 from utils import atomic_torch_save, load_into, set_seed, should_log
 
 EVAL_BATCH = 4096
-MAX_VIEWS = 16
+MAX_N_VIEWS = 16
 MAX_EVAL_BATCHES = 1000
 MAX_MIXING_LAYERS = 100
 MAX_BATCH = 2**18  # 275 GB per batch x batch matrix of the loss: no device holds it
@@ -122,8 +122,8 @@ def check_args(args):
             ("--batch-size", args.batch_size, MAX_BATCH, "the loss forms batch x batch matrices")):
         if value > most:
             raise UserError(f"{flag} must be at most {most}, got {value} ({why})")
-    if args.n_views > MAX_VIEWS:
-        raise UserError(f"--n-views must be at most {MAX_VIEWS}, got {args.n_views} (the loss sums "
+    if args.n_views > MAX_N_VIEWS:
+        raise UserError(f"--n-views must be at most {MAX_N_VIEWS}, got {args.n_views} (the loss sums "
                         "K (K - 1) / 2 pairwise terms and each view writes its own networks)")
     if not 0.0 <= args.style_change_prob <= 1.0:
         raise UserError(f"--style-change-prob must be in [0, 1], got {args.style_change_prob}")
@@ -139,7 +139,7 @@ def check_args(args):
 
 
 def check_discrete(args):
-    discrete = [key for key in DISCRETE_FLAGS.values() if getattr(args, key)]
+    discrete = [key for key in DISCRETE_KEYS.values() if getattr(args, key)]
     for key in discrete:
         if getattr(args, key) < 2:
             raise UserError(f"{flag_of(key)} must be 0 (Gaussian) or a number of values >= 2, "
@@ -156,7 +156,7 @@ def build_latent_space(args, train_seed, device, saved_params=None):
     params = saved_params if saved_params is not None else spaces.draw_parameters(
         train_seed, args.content_n, args.style_n, args.modality_n, args.statistical_dependence,
         args.content_dependent_style, args.independent_covariances, n_views=args.n_views)
-    discrete = {block: getattr(args, key) for block, key in DISCRETE_FLAGS.items()}
+    discrete = {block: getattr(args, key) for block, key in DISCRETE_KEYS.items()}
     return spaces.LatentSpace(args.content_n, args.style_n, args.modality_n, args.style_change_prob,
                               args.c_param, args.m_param, params, device, discrete, args.n_views)
 
@@ -329,7 +329,7 @@ def train(args, device, info=DistInfo(), given=()):
         set_seed(args.seed)
         space, net = build_training(args, device)
         if info.is_main:
-            atomic_write_json(os.path.join(save_dir, "args.json"), vars(args))
+            atomic_write_json(os.path.join(save_dir, ARGS_FILE), vars(args))
         if info.is_main and not args.resume:
             spaces.save_parameters({**space.params, **identity(args)},
                                    os.path.join(save_dir, spaces.PARAMS_FILE), atomic_torch_save)
@@ -398,7 +398,7 @@ def check_model_args(args):
     the model's own view list first, then the flags that depend on it, so that an edited view
     list is blamed on itself and not on a flag it makes meaningless."""
     save_dir = os.path.join(args.model_dir, args.model_id)
-    check_identity(save_dir, args, os.path.join(save_dir, "args.json"))
+    check_identity(save_dir, args, os.path.join(save_dir, ARGS_FILE))
     check_args(args)
 
 
@@ -472,7 +472,7 @@ def published_latent_params(args, saved, save_dir):
                                   generator_device=device, n_views=args.n_views)
 
 
-def generate_data(space, net, loss_fn, n_batches, generator, permuted_content):
+def encode_batches(space, net, loss_fn, n_batches, generator, permuted_content):
     """Encodings, latent targets and mean loss of n_batches x 4096 fresh pairs (or K-tuples)."""
     out = {k: [] for k in (*targets(space.n_views), *(f"hz{k}" for k in range(1, space.n_views + 1)))}
     losses = []
@@ -504,8 +504,8 @@ def evaluate(args, device):
 
     loss_fn = simulation_loss(args, tau=load_temperature(args, save_dir, device))  # --tau: give it, or --load-args
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    val, val_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
-    test, test_loss = generate_data(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
+    val, val_loss = encode_batches(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
+    test, test_loss = encode_batches(space, net, loss_fn, args.num_eval_batches, gen, args.permuted_content)
     print(f"<Val Loss>: {val_loss:.4f}\n<Test Loss>: {test_loss:.4f}")
     for split, data in (("validation", val), ("test", test)):
         if not all(np.isfinite(data[f"hz{k}"]).all() for k in range(1, args.n_views + 1)):

@@ -145,6 +145,12 @@ def has_results(folder):
             and stamps.stale(folder) is None)
 
 
+def progress(runs):
+    """The line both launchers print: how many of `runs` have results."""
+    n_done = sum(has_results(run.run_dir) for run in runs)
+    return f"{len(runs)} runs: {n_done} done, {len(runs) - n_done} to do"
+
+
 def is_trained(folder):
     # A folder with results was evaluated, so its training had finished, even
     # if it was made by hand or by the published scripts (no marker).

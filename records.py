@@ -14,12 +14,13 @@ import sys
 
 import stamps
 from cli import OneLineParser, UserError, run_cli
+from facts import ARGS_FILE, RESULTS_FILE
 from plans import has_results
 from files import atomic_write
 
 # What a document may cite: settings, results, curves, per-set and per-direction tables,
 # and where they came from. Never weights (*.pt) or logs.
-KEPT = ("args.json", "results.csv", "evaluation.json", "metrics.csv", "partial.csv", "provenance.json",
+KEPT = (ARGS_FILE, RESULTS_FILE, "evaluation.json", "metrics.csv", "partial.csv", "provenance.json",
         "evaluations.csv")
 KEPT_PATTERN = ("directions", ".csv")  # directions.py's tables: directions*.csv
 MAX_FILE = 2 * 2**20  # a larger "small file" is a mistake (a training curve logged every step?)
@@ -34,7 +35,7 @@ def run_folders(experiment_dir):
     if not os.path.isdir(experiment_dir):
         raise UserError(f"experiment folder not found: {experiment_dir}")
     runs = sorted(name for name in os.listdir(experiment_dir)
-                  if os.path.isfile(os.path.join(experiment_dir, name, "args.json")))
+                  if os.path.isfile(os.path.join(experiment_dir, name, ARGS_FILE)))
     if not runs:
         raise UserError(f"{experiment_dir} holds no run folder (a folder with args.json)")
     return runs
@@ -63,7 +64,7 @@ def copy_experiment(experiment_dir, into, unfinished=False):
     for run in run_folders(experiment_dir):
         src = os.path.join(experiment_dir, run)
         if not has_results(src):  # the runner's own "finished": a current, non-empty results.csv
-            why = stamps.stale(src) if os.path.isfile(os.path.join(src, "results.csv")) else None
+            why = stamps.stale(src) if os.path.isfile(os.path.join(src, RESULTS_FILE)) else None
             what = f"stale results ({why})" if why else "no results.csv"
             if not unfinished:
                 raise UserError(f"{src} has {what}: the grid is not finished (rerun its experiments.py "

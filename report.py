@@ -31,7 +31,7 @@ import grids  # noqa: E402
 import stamps  # noqa: E402
 import viewspec  # noqa: E402
 from cli import OneLineParser, UserError, run_cli  # noqa: E402
-from facts import DISCRETE_FLAGS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE  # noqa: E402
+from facts import ARGS_FILE, DISCRETE_KEYS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE, RESULTS_FILE  # noqa: E402
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
@@ -65,7 +65,7 @@ RUN_CONTENTS = {
             "settings": {"style_change_prob": (int, float), "statistical_dependence": (bool,),
                          "content_dependent_style": (bool,)},
             "optional": {"n_views": (int,), "shared_mixing": (bool,), "shared_encoder": (bool,),
-                         **{key: (int,) for key in DISCRETE_FLAGS.values()}}},
+                         **{key: (int,) for key in DISCRETE_KEYS.values()}}},
     "imgtxt": {"text": ("modality", "factor_name", "factor_type"),
                "numeric": ("r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"),
                "settings": {"encoding_size": (int,)}, "optional": {}},
@@ -106,15 +106,15 @@ def load_runs(folder, kind="sim", keyed=True, partial=False):
         path = os.path.join(folder, name)
         if not os.path.isdir(path) or name.endswith(".partial"):
             continue
-        if not os.path.isfile(os.path.join(path, "results.csv")):
+        if not os.path.isfile(os.path.join(path, RESULTS_FILE)):
             notes.append(f"{name}: no results.csv yet")
             continue
-        if not os.path.isfile(os.path.join(path, "args.json")):
+        if not os.path.isfile(os.path.join(path, ARGS_FILE)):
             notes.append(f"{name}: no args.json, settings unknown")
             continue
         try:
-            args = read_json(os.path.join(path, "args.json"), "args.json")
-            results = read_results(os.path.join(path, "results.csv"))
+            args = read_json(os.path.join(path, ARGS_FILE), ARGS_FILE)
+            results = read_results(os.path.join(path, RESULTS_FILE))
         except (UserError, ValueError, OSError) as err:
             notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
             continue
@@ -238,7 +238,7 @@ def sim_key(args):
 
 def discrete_key(args):
     """((block, k), ...) of the discrete blocks of a run, e.g. (('c', 5),)."""
-    return tuple((block, int(args.get(key) or 0)) for block, key in DISCRETE_FLAGS.items() if args.get(key))
+    return tuple((block, int(args.get(key) or 0)) for block, key in DISCRETE_KEYS.items() if args.get(key))
 
 
 def row_cells(experiment, key):
@@ -288,7 +288,7 @@ def content_r2(runs, experiment, folder):
     source = grids.EXPERIMENTS[experiment].trained_in
     out = {}
     for name, args, results in runs:
-        own = os.path.join(os.path.dirname(os.path.abspath(folder)), source or "", name, "results.csv")
+        own = os.path.join(os.path.dirname(os.path.abspath(folder)), source or "", name, RESULTS_FILE)
         if source and os.path.isfile(own) and not stamps.stale(os.path.dirname(own)):
             try:
                 out[name] = hz1_r2(read_results(own), "c")
@@ -366,7 +366,7 @@ def sim_report(experiment, runs, notes, folder):
     paper = record.paper
     found = sorted({k for k, _ in values} - set(SIM_ROWS))
     if discrete:  # c, s, m alone, then combinations
-        order = list(DISCRETE_FLAGS)
+        order = list(DISCRETE_KEYS)
         found.sort(key=lambda key: (len(key), [order.index(b) for b, _ in key]))
     keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))

@@ -37,7 +37,7 @@ import recipe
 import stamps
 from cli import UserError, check_finite, first_line, flag_of
 from distributed import DistInfo, barrier, broadcast_object, cleanup, device_for, init_distributed
-from facts import CHECKPOINT, RESULTS_FILE
+from facts import ARGS_FILE, CHECKPOINT, RESULTS_FILE
 from files import FolderLock, atomic_write_json, atomic_write_text, check_writable, read_json
 from utils import all_finite, atomic_torch_save, state_dict_mismatch
 
@@ -117,7 +117,7 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
         if args.resume:
             if not os.path.isfile(os.path.join(save_dir, CHECKPOINT)):
                 raise UserError(f"--resume: no {CHECKPOINT} in {save_dir}")
-            path = os.path.join(save_dir, "args.json")
+            path = os.path.join(save_dir, ARGS_FILE)
             saved = read_saved_args(path, parser)
             metrics.check_resumable(save_dir)  # before anything in the folder is rewritten
             resume_settings(args, saved, given, own, honoured, path)
@@ -185,9 +185,9 @@ def evaluation_folder(args, parser, loaded_args, need_seed=False, check=None):
     from the model's without it, fixes the evaluation seed (never the training seed), and
     checks that the results can be written before any work is done."""
     save_dir = model_folder(args)
-    path = os.path.join(save_dir, "args.json")
+    path = os.path.join(save_dir, ARGS_FILE)
     saved = read_saved_args(path, parser)
-    check_writable(save_dir, "results.csv")
+    check_writable(save_dir, RESULTS_FILE)
     if args.load_args:
         restored = {key: saved[key] for key in loaded_args if key in saved}
         vars(args).update(restored)
@@ -372,7 +372,7 @@ def read_saved_args(path, parser):
     """A model's args.json, checked against the parser that wrote it: a dict whose
     known settings have the types of their flags (a hand-edited "seed": "1" would
     otherwise slip through as a different seed)."""
-    saved = read_json(path, "args.json")
+    saved = read_json(path, ARGS_FILE)
     if not isinstance(saved, dict):
         raise UserError(f"{path} does not hold a model's arguments (a JSON object), "
                         f"but a {type(saved).__name__}")

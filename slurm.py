@@ -19,9 +19,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 
+import local
+import plans
 from cli import UserError
 from files import FolderLock, atomic_write_json
 
@@ -311,9 +312,8 @@ def check_commands(jobs):
                                     f"{step.folder}: {err}") from None
 
 
-def launch(args, runs, jobs, generate, out_lock, finished):
-    """Submit the jobs with steps left that are not queued or running already; return the exit code.
-    `finished(run_dir)`: the local launcher's test of a run with results."""
+def launch(args, runs, jobs, generate):
+    """Submit the jobs with steps left that are not queued or running already; return the exit code."""
     if generate is not None:
         raise UserError("figure3 on SLURM needs its data first: pass --datapath, or run the generator "
                         "command that `experiments.py figure3 --dry-run` prints, then submit again")
@@ -324,8 +324,7 @@ def launch(args, runs, jobs, generate, out_lock, finished):
         load_submitit()
     queued = still_queued(pending)
     todo = [job for job in pending if job.train_dir not in queued]
-    n_done = sum(finished(run.run_dir) for run in runs)
-    print(f"# {len(runs)} runs: {n_done} done, {len(runs) - n_done} to do; {len(queued)} jobs queued or "
+    print(f"# {plans.progress(runs)}; {len(queued)} jobs queued or "
           f"running, {len(todo)} to submit", flush=True)
     for folder, (job_id, state) in queued.items():
         print(f"# {state.lower()}: job {job_id} ({folder})")
@@ -338,12 +337,12 @@ def launch(args, runs, jobs, generate, out_lock, finished):
         return 0
     if not todo:
         return 0
-    with out_lock(args.out):
+    with local.out_lock(args.out):
         # Asked again under the lock: another launch of this command may have submitted these
         # jobs (or they may have finished) since they were planned.
         queued = still_queued(todo)
         todo = [job for job in todo if job.train_dir not in queued
-                and not all(finished(run.run_dir) for run in job.runs)]
+                and not all(plans.has_results(run.run_dir) for run in job.runs)]
         if not todo:
             print("# another launch submitted these jobs meanwhile: nothing to submit", flush=True)
             return 0

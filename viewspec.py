@@ -13,7 +13,7 @@ from cli import UserError
 
 FLAG = "--view-latents"
 MAX_LATENTS = 64   # the networks grow with the view sizes (hidden widths 50 |S_k|)
-MAX_VIEWS = 8      # the loss has a term per set of views: up to 2^K - K - 1 of them
+MAX_LISTED_VIEWS = 8      # the loss has a term per set of views: up to 2^K - K - 1 of them
 
 
 def parse_spec(text):
@@ -23,8 +23,8 @@ def parse_spec(text):
     views = tuple(parse_view(part, k) for k, part in enumerate(text.split(";"), 1))
     if len(views) < 2:
         raise UserError(f"{FLAG} names {len(views)} view; give at least 2, separated by ';'")
-    if len(views) > MAX_VIEWS:
-        raise UserError(f"{FLAG} names {len(views)} views; at most {MAX_VIEWS} (the loss has a term "
+    if len(views) > MAX_LISTED_VIEWS:
+        raise UserError(f"{FLAG} names {len(views)} views; at most {MAX_LISTED_VIEWS} (the loss has a term "
                         "for every set of views that shares a latent)")
     n = 1 + max(max(v) for v in views)
     unseen = sorted(set(range(n)) - set().union(*map(set, views)))

@@ -32,7 +32,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "test
 
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenize  # noqa: E402
 from encoders import image_encoder, text_encoder  # noqa: E402
-from losses import symmetric_infonce  # noqa: E402
+from losses import infonce_loss  # noqa: E402
 from m3di_fixture import _all_color_names, make_split, write_m3di  # noqa: E402
 from utils import get_device  # noqa: E402
 
@@ -91,7 +91,7 @@ def make_step(enc_img, enc_txt, device):
     sim, ce = nn.CosineSimilarity(dim=-1), nn.CrossEntropyLoss()
 
     def step(images, texts):
-        loss = symmetric_infonce(enc_img(images), enc_txt(texts), sim, ce, 1.0)
+        loss = infonce_loss(enc_img(images), enc_txt(texts), sim, ce, 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 2.0)
