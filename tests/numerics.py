@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -150,14 +151,24 @@ def main():
     p.add_argument("--record", action="store_true", help="write numerics.json from this checkout")
     p.add_argument("--checkout", help="compare another checkout of this repository (an older commit's "
                                       "worktree) with numerics.json: may its results be cited as today's?")
-    p.add_argument("--folder", default="/tmp/numerics")
+    p.add_argument("--folder", default=None,
+                   help="where the cases train (default: a fresh temporary folder, removed after)")
     args = p.parse_args()
+    if args.folder is None:
+        with tempfile.TemporaryDirectory(prefix="numerics-") as folder:
+            return run(args, folder)
+    if os.path.exists(args.folder) and os.listdir(args.folder):
+        sys.exit(f"numerics.py: error: --folder {args.folder} is not empty (the cases train there afresh)")
+    return run(args, args.folder)
+
+
+def run(args, folder):
     if args.checkout:
         sys.path.insert(0, os.path.abspath(args.checkout))
     torch.set_num_threads(1)
     if args.checkout:
-        return compare_checkout(args.folder)
-    prints = {name: run_case(name, os.path.join(args.folder, name)) for name in CASES}
+        return compare_checkout(folder)
+    prints = {name: run_case(name, os.path.join(folder, name)) for name in CASES}
     if args.record:
         with open(RECORD, "w") as f:
             json.dump(prints, f, indent=1)
