@@ -131,18 +131,27 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_s
     return runs, generate
 
 
-def has_results(folder):
-    """A results.csv with a header and at least one row, beside the args.json of the model it
-    evaluated, and computed from the weights now in the folder (stamps.py): an empty or
-    truncated file (a full disk under another writer, a file made by hand), a stray one, or
-    the results of weights trained further since, are no finished evaluation."""
+def status(folder):
+    """Why the run in `folder` is not finished, or None when it is: a results.csv with a header
+    and at least one row, beside the args.json of the model it evaluated, computed from the
+    weights now in the folder (stamps.py). An empty or truncated file (a full disk under
+    another writer, a file made by hand), a stray one, or the results of weights trained
+    further since, are no finished evaluation. Both launchers and report.py ask this."""
     try:
         with open(os.path.join(folder, RESULTS_FILE), errors="replace") as f:
             lines = [line for _, line in zip(range(2), f) if line.strip()]
     except OSError:
-        return False
-    return (len(lines) == 2 and "," in lines[0] and os.path.isfile(os.path.join(folder, ARGS_FILE))
-            and stamps.stale(folder) is None)
+        return f"no {RESULTS_FILE} yet"
+    if len(lines) < 2 or "," not in lines[0]:
+        return f"{RESULTS_FILE} holds no table (empty or cut short)"
+    if not os.path.isfile(os.path.join(folder, ARGS_FILE)):
+        return f"no {ARGS_FILE}, settings unknown"
+    stale = stamps.stale(folder)
+    return f"its results are stale: {stale}" if stale else None
+
+
+def has_results(folder):
+    return status(folder) is None
 
 
 def progress(runs):

@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 
 import curves  # noqa: E402
 import grids  # noqa: E402
-import stamps  # noqa: E402
+import plans  # noqa: E402
 import viewspec  # noqa: E402
 from cli import OneLineParser, UserError, run_cli  # noqa: E402
 from facts import ARGS_FILE, DISCRETE_KEYS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE, RESULTS_FILE  # noqa: E402
@@ -118,10 +118,8 @@ def load_runs(folder, kind="sim", keyed=True, partial=False):
         except (UserError, ValueError, OSError) as err:
             notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
             continue
-        problem = run_problem(kind, args, results, keyed) or kind_problem(kind, args, partial)
-        stale = None if problem else stamps.stale(path)
-        if stale:
-            problem = f"its results are stale: {stale}"
+        # last, the runner's own test (plans.status: stale results): a run it would redo is absent here
+        problem = run_problem(kind, args, results, keyed) or kind_problem(kind, args, partial) or plans.status(path)
         if partial and not problem:
             problem = read_partial(path)[1]
         if problem:
@@ -289,7 +287,7 @@ def content_r2(runs, experiment, folder):
     out = {}
     for name, args, results in runs:
         own = os.path.join(os.path.dirname(os.path.abspath(folder)), source or "", name, RESULTS_FILE)
-        if source and os.path.isfile(own) and not stamps.stale(os.path.dirname(own)):
+        if source and plans.has_results(os.path.dirname(own)):
             try:
                 out[name] = hz1_r2(read_results(own), "c")
                 continue
