@@ -21,7 +21,7 @@ from files import atomic_write
 # What a document may cite: settings, results, curves, per-set and per-direction tables,
 # and where they came from. Never weights (*.pt) or logs.
 KEPT = (ARGS_FILE, RESULTS_FILE, "evaluation.json", "metrics.csv", "partial.csv", "provenance.json",
-        "evaluations.csv")
+        "evaluations.csv", "content_size.csv")
 KEPT_PATTERN = ("directions", ".csv")  # directions.py's tables: directions*.csv
 MAX_FILE = 2 * 2**20  # a larger "small file" is a mistake (a training curve logged every step?)
 
