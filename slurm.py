@@ -312,6 +312,13 @@ def check_commands(jobs):
                                     f"{step.folder}: {err}") from None
 
 
+def unsubmitted(jobs, queued):
+    """The jobs neither queued nor running (`queued`, from SLURM) nor finished since they were
+    planned (a job that ends between the plan and the question to SLURM is in neither)."""
+    return [job for job in jobs if job.train_dir not in queued
+            and not all(plans.has_results(run.run_dir) for run in job.runs)]
+
+
 def launch(args, runs, jobs, generate):
     """Submit the jobs with steps left that are not queued or running already; return the exit code."""
     if generate is not None:
@@ -323,7 +330,7 @@ def launch(args, runs, jobs, generate):
     if not args.dry_run:  # a dry run needs submitit only to ask about jobs already submitted
         load_submitit()
     queued = still_queued(pending)
-    todo = [job for job in pending if job.train_dir not in queued]
+    todo = unsubmitted(pending, queued)
     print(f"# {plans.progress(runs)}; {len(queued)} jobs queued or "
           f"running, {len(todo)} to submit", flush=True)
     for folder, (job_id, state) in queued.items():
@@ -340,11 +347,10 @@ def launch(args, runs, jobs, generate):
     with local.out_lock(args.out):
         # Asked again under the lock: another launch of this command may have submitted these
         # jobs (or they may have finished) since they were planned.
-        queued = still_queued(todo)
-        todo = [job for job in todo if job.train_dir not in queued
-                and not all(plans.has_results(run.run_dir) for run in job.runs)]
+        todo = unsubmitted(todo, still_queued(todo))
         if not todo:
-            print("# another launch submitted these jobs meanwhile: nothing to submit", flush=True)
+            print("# another launch submitted these jobs, or they finished, meanwhile: nothing to submit",
+                  flush=True)
             return 0
         ex = executor(args.out, params, CLUSTER)
         handles = submit(ex, todo, args.cpus_per_run)

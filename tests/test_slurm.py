@@ -288,7 +288,29 @@ def test_a_launch_that_waited_for_the_lock_asks_again(tmp_path, fake_slurm, monk
     monkeypatch.setattr(local, "out_lock", lock_after_another_launch)
     assert submit(tmp_path, "table4", "--seeds", "1") == 0
     assert len(fake_slurm.calls("sbatch")) == 1
-    assert "another launch submitted these jobs meanwhile" in capsys.readouterr().out
+    assert "another launch submitted these jobs, or they finished, meanwhile" in capsys.readouterr().out
+
+
+def test_a_job_that_ends_between_plan_and_sacct_is_not_submitted_again(tmp_path, fake_slurm, monkeypatch,
+                                                                       capsys):
+    """A rerun plans from disk, then asks SLURM: a job that finished in between is in neither
+    answer (planned unfinished, no longer queued), and must not be counted or submitted."""
+    submit(tmp_path, "table4", "--seeds", "1")
+    fake_slurm.set_states({f"1234_{i}": "RUNNING" for i in range(5)})
+    real_plan = plans.plan
+
+    def plan_then_one_ends(runs):
+        jobs = real_plan(runs)
+        folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
+        (folder / "args.json").write_text("{}")
+        (folder / "results.csv").write_text("encoding,r2_linear\nhz1,0.9\n")
+        fake_slurm.set_states({"1234_0": "COMPLETED", **{f"1234_{i}": "RUNNING" for i in range(1, 5)}})
+        return jobs
+    monkeypatch.setattr(plans, "plan", plan_then_one_ends)
+    capsys.readouterr()
+    assert submit(tmp_path, "table4", "--seeds", "1") == 0
+    assert "4 jobs queued or running, 0 to submit" in capsys.readouterr().out
+    assert len(fake_slurm.calls("sbatch")) == 1
 
 
 def test_empty_results_are_not_finished(tmp_path, fake_slurm, capsys):
