@@ -214,16 +214,11 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_s
 # ------------------------------------------------------- state on disk ---
 
 def has_results(folder):
-    """A results.csv with a header and at least one row, beside the args.json of the model it
-    evaluated, and computed from the weights now in the folder (stamps.py): an empty or
+    """A results.csv with the columns and rows of results (stamps.results_problem, as the report
+    reads it), beside the args.json of the model it evaluated, and computed from the weights now in the folder (stamps.py): an empty or
     truncated file (a full disk under another writer, a file made by hand), a stray one, or
     the results of weights trained further since, are no finished evaluation."""
-    try:
-        with open(os.path.join(folder, RESULTS_FILE), errors="replace") as f:
-            lines = [line for _, line in zip(range(2), f) if line.strip()]
-    except OSError:
-        return False
-    return (len(lines) == 2 and "," in lines[0] and os.path.isfile(os.path.join(folder, ARGS_FILE))
+    return (stamps.results_problem(folder) is None and os.path.isfile(os.path.join(folder, ARGS_FILE))
             and stamps.stale(folder) is None)
 
 
@@ -617,7 +612,7 @@ def build_parser():
                    help="initialise every simulation encoder this way instead of the scale's "
                         "(e.g. whitened with --scale dims)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
-    p.add_argument("--out", default="runs", help="output folder (runs/)")
+    p.add_argument("--out", type=out_folder, default="runs", help="output folder (runs/)")
     p.add_argument("--datapath", default=None,
                    help="figure3: Multimodal3DIdent folder (required with --scale paper; "
                         "otherwise generated into OUT/data/ if not given)")
@@ -625,6 +620,13 @@ def build_parser():
     p.add_argument("--list", action="store_true", help="print the experiments and their grids")
     slurm.add_arguments(p)  # --launcher and its resources
     return p
+
+
+def out_folder(text):
+    """--out: a folder's path; an empty one would put the runs in the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give the output folder (runs/ by default)")
+    return text
 
 
 def seed_list(text):
