@@ -25,9 +25,8 @@ column style_gain holds it for every content direction (empty for the other
 blocks and for models without B): it shows whether the content the encoder
 learns least is the content that the style copies least.
 """
-from cli import UserError, run_cli  # first: a Ctrl-C while torch loads then gives one line
+from cli import OneLineParser, UserError, run_cli  # first: a Ctrl-C while torch loads then gives one line
 from facts import ARGS_FILE
-import argparse
 import os
 
 import numpy as np
@@ -134,7 +133,7 @@ def wide_table(table, basis):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, as every other bad input
     p.add_argument("folders", nargs="+", help="model folders of main_mlp.py")
     p.add_argument("--batches", type=int, default=1, help="batches of 4,096 pairs to sample (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")

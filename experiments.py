@@ -63,7 +63,7 @@ def build_parser():
                    help="initialise every simulation encoder this way instead of the scale's "
                         "(e.g. whitened with --scale dims)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (1)")
-    p.add_argument("--out", default="runs", help="output folder (runs/)")
+    p.add_argument("--out", type=out_folder, default="runs", help="output folder (runs/)")
     p.add_argument("--datapath", default=None,
                    help="figure3: Multimodal3DIdent folder (required with --scale paper; "
                         "otherwise generated into OUT/data/ if not given)")
@@ -71,6 +71,13 @@ def build_parser():
     p.add_argument("--list", action="store_true", help="print the experiments and their grids")
     slurm.add_arguments(p)  # --launcher and its resources
     return p
+
+
+def out_folder(text):
+    """--out: a folder's path; an empty one would put the runs in the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give the output folder (runs/ by default)")
+    return text
 
 
 def seed_list(text):

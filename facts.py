@@ -29,3 +29,10 @@ RECIPE_DEFAULTS = {"lr_schedule": "constant", "warmup_steps": 0, "adam_beta1": 0
                    "encoder_init": "torch", "tau": 1.0}
 # main_mlp.py --encoder-init: the ways to initialise the simulation's encoders (encoders.py).
 INITS = ("torch", "kaiming", "orthogonal", "whitened")
+
+# results.csv of each kind of run: (text columns, numeric columns, numbers or empty); a file
+# without them is no finished evaluation for the runner (stamps.results_problem) nor the report.
+RESULT_COLUMNS = {
+    "sim": (("encoding", "predicted_factors"), ("r2_linear", "r2_nonlinear")),
+    "imgtxt": (("modality", "factor_name", "factor_type"), ("r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp")),
+}

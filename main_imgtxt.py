@@ -8,8 +8,7 @@ encodings (regression R^2 for continuous factors, accuracy for discrete ones).
     python main_imgtxt.py --datapath m3di --model-id imgtxt_example --encoding-size 4
     python main_imgtxt.py --datapath m3di --model-id imgtxt_example --load-args --evaluate
 """
-from cli import UserError, first_line, run_cli  # first: a Ctrl-C while torch loads then gives one line
-import argparse
+from cli import OneLineParser, UserError, first_line, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import math
 import os
 import time
@@ -60,7 +59,7 @@ RESUME_HONOURED = (*run.RESUME_HONOURED, "checkpoint_steps", "save_all_checkpoin
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, as every other bad input
     p.add_argument("--datapath", type=str, required=True,
                    help="folder with the train/, val/ and test/ splits of Multimodal3DIdent")
     run.add_arguments(p, batch_size=256, lr=1e-5, train_steps=100001, log_steps=1000)

@@ -8,8 +8,7 @@ encodings recover.
     python main_mlp.py --model-id demo --train-steps 5001 --batch-size 512
     python main_mlp.py --model-id demo --evaluate --load-args
 """
-from cli import UserError, check_finite, first_line, flag_of, run_cli  # first: a Ctrl-C while torch loads then gives one line
-import argparse
+from cli import OneLineParser, UserError, check_finite, first_line, flag_of, run_cli  # first: a Ctrl-C while torch loads then gives one line
 import os
 import sys
 from contextlib import nullcontext
@@ -57,10 +56,13 @@ LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent
                "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
                "discrete_content", "discrete_style", "discrete_modality", "n_views", "tau",
                "view_latents", "content_coords", "learn_tau")
+# The ones that every args.json holds, the published scripts' included: --load-args refuses a
+# folder without one rather than build the model from the flag's default.
+PUBLISHED_ARGS = LOADED_ARGS[:LOADED_ARGS.index("independent_covariances")]
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])  # a bad flag: one line, as every other bad input
     run.add_arguments(p, batch_size=6144, lr=1e-4, train_steps=300001, log_steps=1000)
     p.add_argument("--encoding-size", type=int, default=5)
     p.add_argument("--content-n", type=int, default=5)
@@ -387,7 +389,7 @@ def run_training(args, device, info, save_dir, space, net):
 
 def load_for_evaluation(args):
     save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True,
-                                            check=check_model_args)
+                                            check=check_model_args, required=PUBLISHED_ARGS)
     if not args.load_args:  # with it, check_model_args has compared args.json's view list
         check_identity(save_dir, args, "the command line")
     return save_dir, saved
@@ -404,22 +406,40 @@ def check_model_args(args):
 
 def identity(args):
     """What a model's networks were built for beyond their shapes, saved in latent_space.pt: the
-    view list (its order gives each encoding coordinate its latent; "" for none)."""
-    return {"view_latents": args.view_latents or ""}
+    view list (its order gives each encoding coordinate its latent; "" for none), the encoding
+    coordinates of each set of views (--content-coords; "truth" where not given), and which
+    networks the views share (one file loaded for all views). Same shapes, another model."""
+    return {"view_latents": args.view_latents or "",
+            "content_coords": (args.content_coords or "truth") if args.view_latents else "",
+            "shared_encoder": bool(args.shared_encoder), "shared_mixing": bool(args.shared_mixing)}
 
 
 def check_identity(save_dir, args, source):
-    """Refuse to resume or evaluate a model as another one: a view list that differs from the one
-    latent_space.pt records (reordered latents fit the same weights). Folders saved before the
-    record, and the published scripts', have nothing to compare."""
+    """Refuse to resume or evaluate a model as another one: a setting of identity() that differs
+    from the one latent_space.pt records (a reordered view list fits the same weights). Folders
+    saved before a setting was recorded, and the published scripts', have nothing to compare."""
     params = read_latent_file(save_dir)
-    recorded = params.get("view_latents") if params is not None else None
-    if recorded is None or viewspec.same(recorded or None, args.view_latents):
+    if params is None:
         return
-    def spec(text):
-        return f"--view-latents {text}" if text else "no --view-latents"
-    raise UserError(f"{save_dir} holds a model trained with {spec(recorded)} ({spaces.PARAMS_FILE}), "
-                    f"but {source} gives {spec(args.view_latents)}")
+    given = identity(args)
+    for key, recorded in params.items():
+        if key not in given or same_identity(key, recorded, given[key]):
+            continue
+        raise UserError(f"{save_dir} holds a model trained with {describe_identity(key, recorded)} "
+                        f"({spaces.PARAMS_FILE}), but {source} gives {describe_identity(key, given[key])}")
+
+
+def same_identity(key, recorded, given):
+    if key == "view_latents":
+        return viewspec.same(recorded or None, given or None)
+    return recorded == given
+
+
+def describe_identity(key, value):
+    flag = flag_of(key)
+    if isinstance(value, bool) or not value:
+        return flag if value else f"no {flag}"
+    return f"{flag} {value}"
 
 
 def read_latent_file(save_dir):

@@ -14,6 +14,7 @@ naming the line, rather than dropped or drawn. No torch at import:
 report.py reads these files.
 """
 import os
+import re
 
 from cli import UserError
 from files import atomic_write_text
@@ -43,12 +44,16 @@ def scan(path):
             text = f.read()
     except FileNotFoundError:
         return None, [], None
-    lines = text.split("\n")[:-1]
+    *lines, tail = text.split("\n")
     if not lines:
-        return None, [], None
+        torn = "step,".startswith(tail) or tail.startswith("step,")  # a header cut by a kill
+        return None, [], None if torn else f"line 1 ({tail[:40]!r}) is not a header step,<columns>"
     names = lines[0].split(",")
     if names[0] != "step" or len(names) < 2 or "" in names or len(set(names)) < len(names):
         return None, [], f"line 1 ({lines[0][:40]!r}) is not a header step,<columns>"
+    if tail and not torn_row(tail, names):
+        return lines[0], [], (f"line {len(lines) + 1} ({tail[:20]!r}, after the last newline) is not the start "
+                              "of a row, which is all that a kill leaves")
     rows, previous, problem = [], 0, None
     for number, line in enumerate(lines[1:], 2):
         why = row_problem(line.split(","), names, previous)
@@ -58,6 +63,13 @@ def scan(path):
         elif problem is None:
             problem = f"line {number}: {why}"
     return lines[0], rows, problem
+
+
+def torn_row(tail, names):
+    """Whether the text after the last newline can be the start of a row cut short by a kill."""
+    fields = tail.split(",")
+    return (len(fields) <= len(names) and fields[0].isascii() and fields[0].isdigit()
+            and all(re.fullmatch(r"[0-9.eE+\-naifNAIF]*", field) for field in fields[1:]))
 
 
 def row_problem(fields, names, previous):

@@ -132,18 +132,14 @@ def build_runs(experiments, out, scale, seeds, datapath=None, rows=None, train_s
 
 
 def status(folder):
-    """Why the run in `folder` is not finished, or None when it is: a results.csv with a header
-    and at least one row, beside the args.json of the model it evaluated, computed from the
+    """Why the run in `folder` is not finished, or None when it is: a results.csv with the
+    columns, rows and numbers of results (stamps.results_problem), beside the args.json of the model it evaluated, computed from the
     weights now in the folder (stamps.py). An empty or truncated file (a full disk under
     another writer, a file made by hand), a stray one, or the results of weights trained
     further since, are no finished evaluation. Both launchers and report.py ask this."""
-    try:
-        with open(os.path.join(folder, RESULTS_FILE), errors="replace") as f:
-            lines = [line for _, line in zip(range(2), f) if line.strip()]
-    except OSError:
-        return f"no {RESULTS_FILE} yet"
-    if len(lines) < 2 or "," not in lines[0]:
-        return f"{RESULTS_FILE} holds no table (empty or cut short)"
+    problem = stamps.results_problem(folder)  # columns, rows and numbers, as report.py reads them
+    if problem:
+        return problem
     if not os.path.isfile(os.path.join(folder, ARGS_FILE)):
         return f"no {ARGS_FILE}, settings unknown"
     stale = stamps.stale(folder)

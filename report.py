@@ -29,8 +29,9 @@ import pandas as pd  # noqa: E402
 import curves  # noqa: E402
 import grids  # noqa: E402
 import plans  # noqa: E402
+import stamps  # noqa: E402
 import viewspec  # noqa: E402
-from cli import OneLineParser, UserError, run_cli  # noqa: E402
+from cli import OneLineParser, UserError, first_line, run_cli  # noqa: E402
 from facts import ARGS_FILE, DISCRETE_KEYS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE, RESULTS_FILE  # noqa: E402
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
@@ -58,34 +59,24 @@ def read_results(path):
     return results
 
 
-# What a run of each kind must hold to be reported: results.csv columns (the numeric
-# ones numbers or empty) and args.json settings the tables are keyed by.
+# What a run of each kind must hold to be reported besides its results.csv's columns and
+# numbers (facts.RESULT_COLUMNS, checked by stamps.results_problem as the runner does):
+# the args.json settings the tables are keyed by.
 RUN_CONTENTS = {
-    "sim": {"text": ("encoding", "predicted_factors"), "numeric": ("r2_linear", "r2_nonlinear"),
-            "settings": {"style_change_prob": (int, float), "statistical_dependence": (bool,),
+    "sim": {"settings": {"style_change_prob": (int, float), "statistical_dependence": (bool,),
                          "content_dependent_style": (bool,)},
             "optional": {"n_views": (int,), "shared_mixing": (bool,), "shared_encoder": (bool,),
                          **{key: (int,) for key in DISCRETE_KEYS.values()}}},
-    "imgtxt": {"text": ("modality", "factor_name", "factor_type"),
-               "numeric": ("r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"),
-               "settings": {"encoding_size": (int,)}, "optional": {}},
+    "imgtxt": {"settings": {"encoding_size": (int,)}, "optional": {}},
 }
 
 
-def run_problem(kind, args, results, keyed=True):
+def run_problem(kind, args, keyed=True):
     """Why a run cannot enter a report of this kind, or None: a malformed file is left out
     with its reason rather than breaking (or silently skewing) the tables."""
     if not isinstance(args, dict):
         return f"args.json holds a {type(args).__name__}, not a model's arguments"
     wanted = RUN_CONTENTS[kind]
-    missing = [c for c in (*wanted["text"], *wanted["numeric"]) if c not in results]
-    if missing:
-        return f"results.csv has no column {missing[0]} (not a {'simulation' if kind == 'sim' else 'image/text'} run?)"
-    if results.empty:
-        return "results.csv has no rows"
-    for column in wanted["numeric"]:
-        if not (pd.api.types.is_numeric_dtype(results[column]) or results[column].isna().all()):
-            return f"results.csv column {column} holds text, not numbers"
     optional = {k: t for k, t in wanted["optional"].items() if args.get(k) is not None}
     for key, types in {**(wanted["settings"] if keyed else {}), **optional}.items():
         value = args.get(key)
@@ -112,21 +103,37 @@ def load_runs(folder, kind="sim", keyed=True, partial=False):
         if not os.path.isfile(os.path.join(path, ARGS_FILE)):
             notes.append(f"{name}: no args.json, settings unknown")
             continue
+        problem = stamps.results_problem(path, kind)  # the runner's test of a finished evaluation
+        if problem:
+            notes.append(f"{name}: left out, {problem}")
+            continue
         try:
             args = read_json(os.path.join(path, ARGS_FILE), ARGS_FILE)
-            results = read_results(os.path.join(path, RESULTS_FILE))
         except (UserError, ValueError, OSError) as err:
-            notes.append(f"{name}: unreadable ({str(err).splitlines()[0]})")
+            notes.append(f"{name}: left out, {first_line(err)}")  # "cannot read args.json <path>: ..."
+            continue
+        try:
+            results = read_results(os.path.join(path, RESULTS_FILE))
+        except (ValueError, OSError) as err:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
+            notes.append(f"{name}: left out, results.csv is unreadable ({first_line(err)})")
             continue
         # last, the runner's own test (plans.status: stale results): a run it would redo is absent here
-        problem = run_problem(kind, args, results, keyed) or kind_problem(kind, args, partial) or plans.status(path)
+        problem = run_problem(kind, args, keyed) or kind_problem(kind, args, partial) or plans.status(path)
         if partial and not problem:
-            problem = read_partial(path)[1]
+            problem = read_partial(path, latent_count(args.get("view_latents")))[1]
         if problem:
             notes.append(f"{name}: left out, {problem}")
             continue
         runs.append((name, args, results))
     return runs, notes
+
+
+def latent_count(view_latents):
+    """The latents of a view list (1 + the highest index), or None where it does not parse."""
+    try:
+        return 1 + max(max(view) for view in viewspec.parse_spec(view_latents))
+    except (UserError, TypeError, AttributeError):
+        return None
 
 
 def kind_problem(kind, args, partial):
@@ -631,8 +638,9 @@ def model_groups(runs):
             for settings, members in groups.values()]
 
 
-def partial_problem(rows):
-    """Why a partial.csv cannot enter the report, or None (as run_problem for results.csv)."""
+def partial_problem(rows, n_latents=None):
+    """Why a partial.csv cannot enter the report, or None (as run_problem for results.csv);
+    `n_latents`: the latents of the run's view list, which its indices must stay below."""
     missing = [c for c in PARTIAL_FILE_COLUMNS if c not in rows]
     if missing:
         return f"{PARTIAL_FILE} has no column {missing[0]}"
@@ -645,6 +653,9 @@ def partial_problem(rows):
         bad = [v for v in rows[column] if not (isinstance(v, str) and re.fullmatch(r"[0-9]+( [0-9]+)*", v))]
         if bad:
             return f"{PARTIAL_FILE} column {column} holds {bad[0]!r}, not latent indices"
+    highest = max(int(i) for v in rows["latents"] for i in v.split())
+    if n_latents is not None and highest >= n_latents:
+        return f"{PARTIAL_FILE} names latent {highest}, but the run's view list has latents 0..{n_latents - 1}"
     targets = set(rows["target"])
     if not targets <= {"content", "other", "latent"}:
         return f"{PARTIAL_FILE} has a target {sorted(map(str, targets - {'content', 'other', 'latent'}))[0]!r}"
@@ -656,14 +667,14 @@ def partial_problem(rows):
     return None
 
 
-def read_partial(run_folder):
+def read_partial(run_folder, n_latents=None):
     """(rows, None) of a run's partial.csv, or (None, why it cannot enter the report)."""
     try:
         rows = pd.read_csv(os.path.join(run_folder, PARTIAL_FILE),
                            dtype={"latents": str, "coordinates": str, "views": str})
     except (OSError, ValueError) as err:
         return None, f"no readable {PARTIAL_FILE} ({str(err).splitlines()[0]})"
-    problem = partial_problem(rows)
+    problem = partial_problem(rows, n_latents)
     return (None, problem) if problem else (rows, None)
 
 

@@ -123,6 +123,7 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
             resume_settings(args, saved, given, own, honoured, path)
             if check is not None:
                 check_restored(check, args, path, [k for k in saved if k not in given])
+            checkpoint_step(save_dir, args.train_steps)  # before args.json is rewritten
         else:
             refuse_existing_model(save_dir, encoder_files)
         if args.seed is None:
@@ -148,6 +149,24 @@ def save_checkpoint(save_dir, step, modules, optimizer, **extra):
         atomic_torch_save(module.state_dict(), os.path.join(save_dir, f"{name}.pt"))
 
 
+def checkpoint_step(save_dir, train_steps=None):
+    """The step of checkpoint.pt, read and checked (a readable checkpoint short of train_steps)
+    before --resume rewrites anything in the folder (args.json, metrics.csv)."""
+    path = os.path.join(save_dir, CHECKPOINT)
+    try:
+        step = int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception as err:
+        raise UserError(f"cannot resume from {path}: {state_dict_mismatch(err)}") from None
+    check_more_steps(save_dir, step, train_steps)
+    return step
+
+
+def check_more_steps(save_dir, step, train_steps):
+    if train_steps is not None and step >= train_steps:
+        raise UserError(f"{save_dir} is already trained to step {step}; pass a larger "
+                        f"--train-steps with --resume to train it further")
+
+
 def load_checkpoint(save_dir, modules, optimizer, restore=None, train_steps=None):
     """Load checkpoint.pt into the modules and the optimiser; `restore(state)` takes the rest.
     Returns the first step still to train."""
@@ -162,9 +181,7 @@ def load_checkpoint(save_dir, modules, optimizer, restore=None, train_steps=None
         step = int(state["step"])
     except Exception as err:
         raise UserError(f"cannot resume from {path}: {state_dict_mismatch(err)}") from None
-    if train_steps is not None and step >= train_steps:
-        raise UserError(f"{save_dir} is already trained to step {step}; pass a larger "
-                        f"--train-steps with --resume to train it further")
+    check_more_steps(save_dir, step, train_steps)
     print(f"resumed from {path} at step {step}", flush=True)  # marks each segment of train.log
     return step + 1
 
@@ -179,9 +196,10 @@ def model_folder(args):
     return save_dir
 
 
-def evaluation_folder(args, parser, loaded_args, need_seed=False, check=None):
+def evaluation_folder(args, parser, loaded_args, need_seed=False, check=None, required=()):
     """(folder, saved settings) of the model to evaluate. Restores `loaded_args` with
-    --load-args (checked by `check` as if given as flags), refuses settings that differ
+    --load-args (checked by `check` as if given as flags; the `required` ones, which every
+    args.json of the model's kind holds, must be there), refuses settings that differ
     from the model's without it, fixes the evaluation seed (never the training seed), and
     checks that the results can be written before any work is done."""
     save_dir = model_folder(args)
@@ -189,6 +207,10 @@ def evaluation_folder(args, parser, loaded_args, need_seed=False, check=None):
     saved = read_saved_args(path, parser)
     check_writable(save_dir, RESULTS_FILE)
     if args.load_args:
+        missing = [key for key in required if key not in saved]
+        if missing:
+            raise UserError(f"{path} has no key {missing[0]}: --load-args cannot restore the model's "
+                            f"{flag_of(missing[0])} (give the flags and leave out --load-args)")
         restored = {key: saved[key] for key in loaded_args if key in saved}
         vars(args).update(restored)
         print(f"Restored from args.json: {', '.join(f'{k}={v}' for k, v in restored.items())}")

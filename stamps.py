@@ -10,11 +10,13 @@ stale results as absent. Folders evaluated before stamps existed, and the publis
 scripts' (no evaluation.json, or one without a stamp), cannot be checked and count as
 current. No torch: the runner and the report use this.
 """
+import csv
 import hashlib
 import os
 import re
 
 from cli import UserError
+from facts import RESULT_COLUMNS, RESULTS_FILE
 from files import read_json
 
 EVALUATION_FILE = "evaluation.json"
@@ -54,7 +56,9 @@ def stale(folder):
         record = read_json(path, EVALUATION_FILE)
     except UserError as err:
         return str(err)
-    recorded = record.get("stamp") if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return f"{path} holds a {type(record).__name__}, not an evaluation's record"
+    recorded = record.get("stamp")
     if recorded is None:
         return None  # evaluated before stamps were written
     if not (isinstance(recorded, dict) and isinstance(recorded.get("files"), dict)):
@@ -70,4 +74,42 @@ def stale(folder):
                     return f"{name} is not the file that {EVALUATION_FILE} records (an interrupted evaluation?)"
     except OSError as err:
         return f"cannot read {getattr(err, 'filename', None) or folder}: {err.strerror}"
+    return None
+
+
+def results_problem(folder, kind=None):
+    """Why the folder's results.csv is no table of results of `kind` ("sim", "imgtxt"; None:
+    either), or None: its columns (an unnamed index column aside), a row at least, numbers (or
+    nothing) where numbers are due. The runner and the report ask the same question, so a run
+    that the report leaves out is never counted as done."""
+    try:
+        with open(os.path.join(folder, RESULTS_FILE), encoding="utf-8", newline="") as f:
+            lines = [row for row in csv.reader(f) if row]
+    except FileNotFoundError:
+        return f"no {RESULTS_FILE}"
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        return f"{RESULTS_FILE} is unreadable ({type(err).__name__})"
+    if not lines:
+        return f"{RESULTS_FILE} is empty"
+    header, rows = lines[0], lines[1:]
+    if header[0] == "" or header[0].startswith("Unnamed: 0"):  # pandas' index column
+        header, rows = header[1:], [row[1:] for row in rows]
+    kinds = [kind] if kind else [k for k, (text, numeric) in RESULT_COLUMNS.items() if text[0] in header]
+    text, numeric = RESULT_COLUMNS[kinds[0] if kinds else "sim"]
+    missing = [c for c in (*text, *numeric) if c not in header]
+    if missing:
+        run = {"sim": "simulation", "imgtxt": "image/text"}[kinds[0]] if kinds else "simulation or image/text"
+        return f"{RESULTS_FILE} has no column {missing[0]} (not a {run} run?)"
+    if not rows:
+        return f"{RESULTS_FILE} has no rows"
+    for number, row in enumerate(rows, 2):
+        if len(row) != len(header):
+            return f"{RESULTS_FILE} line {number} has {len(row)} fields where the header has {len(header)}"
+    for column in numeric:
+        at = header.index(column)
+        for row in rows:
+            try:
+                float(row[at] or 0)
+            except ValueError:
+                return f"{RESULTS_FILE} column {column} holds text, not numbers"
     return None

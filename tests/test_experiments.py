@@ -508,6 +508,7 @@ def test_a_model_finished_while_waiting_for_the_lock_is_not_redone(tmp_path, fak
     (["--seeds", "2-1"], "'2-1' runs backwards"),
     (["--datapath", "x"], "--datapath is image/text data (figure3); table1 reads none"),
     (["--out", "FILE", "--dry-run"], "--out {tmp}/FILE exists and is not a folder"),
+    (["--out", "", "--dry-run"], "argument --out: is empty"),
 ])
 def test_runner_inputs_that_would_be_ignored_or_misread(tmp_path, fake, argv, needle):
     (tmp_path / "FILE").write_text("")

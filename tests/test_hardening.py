@@ -103,6 +103,9 @@ def test_resume_extends_train_steps_and_refuses_other_changes(tmp_path, capsys):
           "--lr 0.0001, not 0.5")
     fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume"],
           "already trained to step 6")
+    # refused before anything is rewritten: args.json keeps the 6 steps the weights have
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume", "--train-steps", "4"],
+          "already trained to step 6")
     assert digest(folder) == before
 
 

@@ -114,6 +114,23 @@ def test_imgtxt_restored_values_are_checked(data, tmp_path, capsys, key, value, 
 
 # ------------------------------ settings that do not match the saved model ---
 
+def test_load_args_refuses_an_args_json_without_a_block_size(tmp_path, capsys):
+    folder = train_mlp(tmp_path, steps=2)
+    args = json.loads((folder / "args.json").read_text())
+    del args["content_n"]
+    (folder / "args.json").write_text(json.dumps(args))
+    before = digest(folder)
+    fails(capsys, main_mlp.main, evaluate_args(tmp_path), f"{folder / 'args.json'} has no key content_n: "
+          "--load-args cannot restore the model's --content-n")
+    assert digest(folder) == before
+
+
+def test_a_bad_flag_of_an_entry_point_is_one_line(data, tmp_path, capsys):
+    fails(capsys, main_mlp.main, ["--encoder-init", "bogus"], "argument --encoder-init: invalid choice: 'bogus'")
+    fails(capsys, main_imgtxt.main, ["--datapath", data, "--eval-protocol", "x"], "argument --eval-protocol")
+    fails(capsys, directions.main, [str(tmp_path), "--batches", "x"], "argument --batches: invalid int value")
+
+
 def test_evaluation_without_load_args_refuses_other_settings(tmp_path, capsys):
     folder = train_mlp(tmp_path, extra=["--n-views", "3"])
     before = digest(folder)
@@ -251,6 +268,11 @@ def test_a_full_disk_at_the_first_checkpoint_never_blocks_the_model_id(tmp_path,
 @pytest.mark.parametrize("text, counts", [
     ("", False), ("\n\n", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\n", False),
     ("garbage", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n", True),
+    (",encoding,predicted_factors,r2_linear,r2_nonlinear\n0,hz1,c,0.5,\n", True),  # pandas' index column
+    ("encoding,predicted_factors,r2_linear\nhz1,c,0.5\n", False),  # the report would leave it out
+    ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,high,0.9\n", False),
+    ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5\n", False),
+    ("modality,factor_name,factor_type,r2_linreg,r2_krreg,acc_logreg,acc_mlp\nimage,shape,discrete,,,0.9,0.8\n", True),
 ])
 def test_only_a_results_csv_with_rows_counts_as_finished(tmp_path, text, counts):
     (tmp_path / "args.json").write_text("{}")  # the model it evaluated (a stray results.csv is no result)
@@ -296,6 +318,10 @@ def test_report_leaves_out_malformed_runs_with_their_reason(tmp_path, data):
     write_run(table1 / "views_s0", {**SIM_ARGS, "n_views": "three"}, sim_results())
     write_run(table1 / "nan_s0", {**SIM_ARGS, "style_change_prob": float("nan")}, sim_results())
     write_run(table1 / "header_s0", SIM_ARGS, sim_results().iloc[:0])
+    write_run(table1 / "bytes_s0", SIM_ARGS, sim_results())
+    (table1 / "bytes_s0" / "results.csv").write_bytes(b"\x8f\xe2\x00zq")
+    write_run(table1 / "json_s0", SIM_ARGS, sim_results())
+    (table1 / "json_s0" / "args.json").write_text("{garbled")
     imgtxt = pd.DataFrame({"ix": [0], "modality": ["image"], "factor_name": ["object_shape"],
                            "factor_type": ["discrete"], "r2_linreg": [None], "r2_krreg": [None],
                            "acc_logreg": [0.9], "acc_mlp": [0.9]})
@@ -309,6 +335,8 @@ def test_report_leaves_out_malformed_runs_with_their_reason(tmp_path, data):
                  "views_s0: left out, args.json has no valid n_views ('three')",
                  "nan_s0: left out, args.json has no valid style_change_prob (nan)",
                  "header_s0: left out, results.csv has no rows",
+                 "bytes_s0: left out, results.csv is unreadable (UnicodeDecodeError)",
+                 "json_s0: left out, cannot read args.json",
                  "imgtxt_s0: left out, results.csv has no column encoding"):
         assert line in text, text
 

@@ -178,6 +178,7 @@ def test_report_links_training_curves(tmp_path):
     (lambda text: text.replace("step,lr,", "step,extra,lr,", 1), "line 2: 9 fields where the header has 10"),
     (lambda text: text.replace("\n3,", "\nabc,", 1), "line 3: step 'abc' does not follow step 1"),
     (lambda text: "\x00\x9f\x13garbage\n" + text, "line 1 ('\\x00"),
+    (lambda text: text + "\x8f\xe2zq\x13", "after the last newline) is not the start of a row"),
 ])
 def test_resume_refuses_a_damaged_metrics_csv_and_keeps_it(tmp_path, capsys, damage, needle):
     from helpers import file_contents
@@ -191,6 +192,14 @@ def test_resume_refuses_a_damaged_metrics_csv_and_keeps_it(tmp_path, capsys, dam
                                          "--train-steps", "9", "--no-cuda"], needle)
     assert f"--resume: {path}," in line and "move the file away" in line
     assert file_contents(folder) == before  # args.json too: still the run's 5 steps
+
+
+def test_a_row_cut_by_a_kill_is_no_damage(tmp_path):
+    path = tmp_path / metrics.FILE
+    path.write_text("step,lr,train_loss\n1,0.1,2.5\n2,0.1,2.")
+    assert metrics.scan(str(path)) == ("step,lr,train_loss", ["1,0.1,2.5"], None)
+    path.write_text("step,lr,train_loss\n1,0.1,2.5\n2,x")
+    assert "line 3 ('2,x', after the last newline)" in metrics.scan(str(path))[2]
 
 
 def test_a_text_value_leaves_the_run_out_of_the_curves_with_its_reason(tmp_path):

@@ -272,6 +272,22 @@ def test_another_view_list_in_args_json_is_refused(tmp_path, capsys, edited, nee
     assert file_contents(folder) == before
 
 
+@pytest.mark.parametrize("key, value, recorded, given", [
+    ("content_coords", "split", "--content-coords truth", "--content-coords split"),  # other coordinates per set
+    ("shared_encoder", True, "no --shared-encoder", "--shared-encoder"),  # g1.pt read for every view
+])
+def test_another_model_identity_in_args_json_is_refused(tmp_path, capsys, key, value, recorded, given):
+    """The saved model records all that identifies it beyond its shapes (main_mlp.identity)."""
+    folder = train(tmp_path, spec="0-2;1,2", extra=["--encoding-size", "3"])
+    saved = json.loads((folder / "args.json").read_text())
+    (folder / "args.json").write_text(json.dumps({**saved, key: value}))
+    before = file_contents(folder)
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--evaluate", "--load-args",
+                                  "--seed", "4", "--no-cuda"],
+          f"holds a model trained with {recorded} (latent_space.pt), but {folder / 'args.json'} gives {given}")
+    assert file_contents(folder) == before
+
+
 def test_a_view_list_spelled_otherwise_is_the_same_model(tmp_path):
     folder = train(tmp_path, spec="0-2;1,2")
     saved = json.loads((folder / "args.json").read_text())

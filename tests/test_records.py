@@ -14,7 +14,7 @@ def fake_run(folder, name, finished=True, extra=()):
               "directions.csv", *extra):
         (path / f).write_text("{}" if f.endswith(".json") else f"{name}/{f}")
     if finished:
-        (path / "results.csv").write_text(",encoding\n0,hz1\n")
+        (path / "results.csv").write_text(",encoding,predicted_factors,r2_linear,r2_nonlinear\n0,hz1,c,0.5,0.9\n")
     return path
 
 

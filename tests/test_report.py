@@ -301,6 +301,8 @@ def test_runs_of_other_view_lists_are_not_seeds_of_one_row(tmp_path, partial_mod
     (lambda rows: rows.assign(r2_nonlinear="abc"), "partial.csv column r2_nonlinear holds text, not numbers"),
     (lambda rows: rows.drop(columns=["r2_linear", "r2_nonlinear", "mcc", "mcc_spearman"]),
      "partial.csv has no column r2_linear"),
+    (lambda rows: rows.assign(latents=rows["latents"].where(rows["target"] != "latent", "99")),
+     "partial.csv names latent 99, but the run's view list has latents 0..2"),
 ])
 def test_a_malformed_partial_csv_is_left_out_with_its_reason(tmp_path, partial_models, damage, reason):
     folder = tmp_path / "partial"

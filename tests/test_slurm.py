@@ -147,7 +147,7 @@ def test_rerun_submits_nothing_while_jobs_run_and_resubmits_the_ended(tmp_path, 
     for name, rec in recs.items():
         if rec["job_id"].startswith("1235"):
             (tmp_path / "runs" / "table4" / name / "args.json").write_text("{}")
-            (tmp_path / "runs" / "table4" / name / "results.csv").write_text("encoding,r2_linear\nhz1,0.9\n")
+            (tmp_path / "runs" / "table4" / name / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
     fake_slurm.set_states({"1235_0": "COMPLETED", "1234_3": "RUNNING", "1234_4": "RUNNING"})
     assert submit(tmp_path, "table4", "--seeds", "1") == 0
     assert len(fake_slurm.calls("sbatch")) == 2

@@ -25,6 +25,13 @@ def test_an_evaluation_stamps_the_weights_and_each_result_file(tmp_path):
     assert stamps.stale(str(folder)) is None and plans.has_results(str(folder))
 
 
+def test_an_evaluation_json_that_is_no_record_makes_the_results_stale(tmp_path):
+    folder = evaluated(tmp_path)
+    (folder / "evaluation.json").write_text("[]")
+    assert stamps.stale(str(folder)) == f"{folder / 'evaluation.json'} holds a list, not an evaluation's record"
+    assert not plans.has_results(str(folder))
+
+
 def test_resumed_training_makes_the_results_stale_until_evaluated_again(tmp_path):
     folder = evaluated(tmp_path, "p1.0_multi_s3")
     results = (folder / "results.csv").read_bytes()
