@@ -454,7 +454,7 @@ def fake_runner():
                 nxt = flags[k + 1] if k + 1 < len(flags) else "--"
                 args[flag[2:].replace("-", "_")] = True if nxt.startswith("--") else nxt
         write(os.path.join(folder, "args.json"), json.dumps(args))
-        for name in experiments.MODEL_FILES[os.path.basename(cmd[1])][1:]:
+        for name in local.MODEL_FILES[os.path.basename(cmd[1])][1:]:
             write(os.path.join(folder, name), "w")
         return 0
     return calls, fake
