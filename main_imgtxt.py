@@ -245,7 +245,7 @@ def run_training(args, device, info, save_dir):
                            f"<Loss>: {(window_sum / window_n).item():.4f}")
                 curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value,
                             mean_loss=(window_sum / window_n).item(),
-                            **({"tau": float(tau())} if tau is not None else {}))  # before the checkpoint: see metrics.py
+                            **({"tau": float(tau().detach())} if tau is not None else {}))  # before the checkpoint: see metrics.py
             if logging:
                 window_sum.zero_()
                 window_n = 0

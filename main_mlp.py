@@ -372,7 +372,7 @@ def run_training(args, device, info, save_dir, space, net):
                 # Probe first: a step whose encodings are no longer finite is not saved.
                 # rank 0 alone: a loss that gathers nothing
                 val_loss, r2 = quick_probe(space, net, simulation_loss(args, tau=tau), probe_gen, args, save_dir, step)
-                learned = {"tau": float(tau())} if tau is not None else {}
+                learned = {"tau": float(tau().detach())} if tau is not None else {}
                 curve.write(step, lr=optimizer.param_groups[0]["lr"], train_loss=value, fresh_batch_loss=val_loss,
                             **learned, **{f"r2_{k}": v for k, v in r2.items()})  # before the checkpoint: see metrics.py
                 save_checkpoint(save_dir, trained, optimizer, step, gen, probe_gen)

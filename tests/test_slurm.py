@@ -303,7 +303,7 @@ def test_a_job_that_ends_between_plan_and_sacct_is_not_submitted_again(tmp_path,
         jobs = real_plan(runs)
         folder = tmp_path / "runs" / "table4" / "p1.0_multi_nm0_s0"
         (folder / "args.json").write_text("{}")
-        (folder / "results.csv").write_text("encoding,r2_linear\nhz1,0.9\n")
+        (folder / "results.csv").write_text("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n")
         fake_slurm.set_states({"1234_0": "COMPLETED", **{f"1234_{i}": "RUNNING" for i in range(1, 5)}})
         return jobs
     monkeypatch.setattr(plans, "plan", plan_then_one_ends)
