@@ -93,7 +93,10 @@ def log_of(out):
 def test_array_runs_at_most_max_running_and_resubmits_the_failed_job_alone(cluster, tmp_path):
     out = tmp_path / "runs"
     # One job fails on the node: a checkpoint.pt without the run's args.json cannot be resumed.
-    broken = out / "table4" / "p0.75_multi_nm0_s0"
+    # The array's last: with --max-running 1 it starts after the other four, so the launches
+    # and the rerun below meet it pending, however fast the node trains (a failed job is
+    # rightly resubmitted by a rerun).
+    broken = out / "table4" / "p0.75_stat_cau_multi_nm0_s0"
     broken.mkdir(parents=True)
     (broken / "checkpoint.pt").write_text("not a checkpoint")
     # Two launches of one command at once: each model is submitted once.
