@@ -21,6 +21,7 @@ def simulation_encodings(model_dir, seed, batches, no_cuda):
     import torch
 
     import main_mlp
+    from shared_content import SharedContent, encode_batches
     from utils import get_device
     parent, name = os.path.split(os.path.normpath(model_dir))
     args = main_mlp.build_parser().parse_args(["--model-dir", parent or ".", "--model-id", name, "--evaluate",
@@ -30,9 +31,10 @@ def simulation_encodings(model_dir, seed, batches, no_cuda):
         raise UserError(f"{model_dir} sees its latents through --view-latents: each set of views has "
                         "its own content, and this estimate assumes one content shared by all views")
     device = get_device(no_cuda)
-    space, net = main_mlp.load_trained(args, save_dir, saved, device)
+    setting = SharedContent(args)
+    space, net = setting.load(save_dir, saved, device)
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    data, _ = main_mlp.encode_batches(space, net, main_mlp.simulation_loss(args), batches, gen, False)
+    data, _ = encode_batches(space, net, setting.loss(), batches, gen, False, main_mlp.EVAL_BATCH)
     return {f"hz{k}": data[f"hz{k}"] for k in range(1, args.n_views + 1)}, args.content_n
 
 

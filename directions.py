@@ -36,6 +36,7 @@ from sklearn.linear_model import LinearRegression
 
 import main_mlp
 import run
+import shared_content
 from losses import MultiViewLpLoss
 from files import FolderLock, atomic_write_csv, check_writable
 from utils import get_device, set_seed
@@ -59,7 +60,7 @@ def load_model(folder, device):
     main_mlp.check_identity(folder, args, path)  # before the flags that depend on the view list
     run.check_restored(main_mlp.check_args, args, path, saved)
     run.check_seed(f"{path}: seed", saved["seed"])
-    return (args, *main_mlp.load_trained(args, folder, saved, device))
+    return (args, *shared_content.load_trained(args, folder, saved, device))
 
 
 def covariance(x):
@@ -104,7 +105,8 @@ def directions(folder, batches, seed, device):
     """One row per encoding, block, basis (principal, canonical) and direction."""
     args, space, net = load_model(folder, device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    data, _ = main_mlp.encode_batches(space, net, MultiViewLpLoss(), batches, generator, False)
+    data, _ = shared_content.encode_batches(space, net, MultiViewLpLoss(), batches, generator, False,
+                                            main_mlp.EVAL_BATCH)
     B = space.params["B"].double().numpy() if "B" in space.params else None
     views = range(1, args.n_views + 1)
     blocks = ["c", "s", *(f"m{k}" for k in views)]

@@ -1,4 +1,6 @@
-"""Encoders: the simulation's MLP, the image/text experiment's image and text encoders."""
+"""Encoders: the simulation's MLP and its views' networks, the image/text experiment's image and text encoders."""
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
@@ -48,10 +50,52 @@ def kaiming_init_(net, slope=0.01):
     return net
 
 
+class ViewEncoder(nn.Module):
+    """h_k = g_k o f_k for every view k of the simulation as one module, so that DDP wraps all
+    encoders once.
+
+    Keyed f1, g1, f2, g2, ... (shared networks appear under several keys);
+    forward takes the K views and returns {"hz1": h1(z1), ..., "hzK": hK(zK)}, float32.
+    `autocast` (a context factory: --precision while training) covers the encoders only:
+    the mixing functions make the observations in float32."""
+
+    def __init__(self, mixings, encoders):
+        super().__init__()
+        self.nets = nn.ModuleDict()
+        for k, (f, g) in enumerate(zip(mixings, encoders), 1):
+            self.nets[f"f{k}"], self.nets[f"g{k}"] = f, g
+        self.n_views = len(encoders)
+
+    def encoders(self):
+        """{"g1": g1, ...}: the trained networks, under their checkpoint names."""
+        return {f"g{k}": self.nets[f"g{k}"] for k in range(1, self.n_views + 1)}
+
+    def mixings(self):
+        return {f"f{k}": self.nets[f"f{k}"] for k in range(1, self.n_views + 1)}
+
+    def encode(self, view, z, autocast=nullcontext):
+        x = self.nets[f"f{view}"](z)
+        with autocast():
+            return self.nets[f"g{view}"](x).float()
+
+    def forward(self, *views, autocast=nullcontext):
+        names = [f"hz{k}" for k in range(1, self.n_views + 1)]
+        if len(set(map(id, self.mixings().values()))) == 1 and len(set(map(id, self.encoders().values()))) == 1:
+            return dict(zip(names, self.encode(1, torch.cat(views), autocast).chunk(self.n_views)))  # one pass
+        return {name: self.encode(k, z, autocast) for k, (name, z) in enumerate(zip(names, views), 1)}
+
+
+def contrastive_loss(loss_fn, net, blocks, n, views, autocast=nullcontext):
+    """The loss (a losses.MultiViewLpLoss, or partial.SetLoss) of the first n tuples of `blocks`
+    against the rest as negatives, through `net` (a ViewEncoder, or its DDP wrapper); tuples
+    and negatives go through each network in one pass. `views`: the space's cut of blocks
+    into views."""
+    return loss_fn(list(net(*views(blocks), autocast=autocast).values()), n)
+
+
 # ---------------------------------------------------------------------------
 # Image/text experiment
 
-import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 TEXT_ENCODERS = ("conv", "gru")

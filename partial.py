@@ -29,6 +29,7 @@ Views are numbered from 1 (f1, g1, hz1, as everywhere in main_mlp.py), latents f
 (COLUMNS) beside results.csv.
 """
 import itertools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +41,10 @@ import probes
 from cli import UserError
 from facts import PARTIAL_COLUMNS, PARTIAL_FILE
 from distributed import DistInfo, gather_with_grad
-from encoders import simulation_encoder
+from encoders import ViewEncoder, simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
-from losses import symmetric_lp_loss
+from losses import LpSimCLRLoss, symmetric_lp_loss
+from utils import load_into
 from viewspec import FLAG, canonical, parse_spec  # noqa: F401 (parse_spec: partial.parse_spec)
 
 MODES = ("truth", "split")
@@ -159,6 +161,58 @@ def undersized(plan):
     return None
 
 
+# ------------------------------------------------------------ the setting ---
+
+class PartialObservability:
+    """main_mlp.py's setting for --view-latents (settings.py names the interface it shares
+    with shared_content.SharedContent)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.plan = layout(args)
+
+    def build(self, device):
+        """The latent space and the networks of a new training, drawn from --seed."""
+        mixings, encoders = build_networks(self.args, self.plan, np.random.default_rng(self.args.seed))
+        return PartialSpace(self.plan.views, device), ViewEncoder(mixings, encoders).to(device)
+
+    def load(self, save_dir, saved, device):
+        space = PartialSpace(self.plan.views, device)
+        mixings, encoders = network_shells(self.args, self.plan)
+        for k, (f, g) in enumerate(zip(mixings, encoders), 1):
+            load_into(f, os.path.join(save_dir, f"f{k}.pt"))
+            load_into(g, os.path.join(save_dir, f"g{k}.pt"))
+        return space, ViewEncoder(mixings, encoders).to(device).eval()
+
+    def loss(self, info=DistInfo(), tau=None):
+        tau = getattr(self.args, "tau", 1.0) if tau is None else tau
+        return SetLoss(self.plan, info, base=LpSimCLRLoss(tau=tau))
+
+    def warning(self):
+        small = undersized(self.plan)
+        if small:
+            name, width, size = small
+            return (f"--encoding-size {width} gives the set of views {name} fewer coordinates than "
+                    f"its content has latents ({size}): that content cannot be recovered in full")
+        return None
+
+    def quick_probe(self, space, net, loss_fn, generator, batch):
+        return quick_probe(space, net, loss_fn, generator, self.plan, batch, self.args.seed)
+
+    def encode(self, space, net, loss_fn, n_batches, generator, batch):
+        return encode(space, net, loss_fn, n_batches, batch, generator)
+
+    def evaluation(self, save_dir, val, test, device):
+        """results.csv (every latent from every view's encoding) and partial.csv (every set's
+        content and the rest from each of its views' coordinates for the set), printed."""
+        columns = probes.result_columns(self.args.mlp_eval)
+        results = latent_rows(self.plan, val, test, columns, device)
+        sets = set_rows(self.plan, val, test, columns["r2_nonlinear"], device)
+        print("Regression results:\n" + results.to_string(index=False))
+        print("Content of each set of views:\n" + sets.to_string(index=False))
+        return results, {FILE: sets}, {"encoding_sizes": self.plan.sizes}
+
+
 # ------------------------------------------------------- data and networks ---
 
 class PartialSpace:
@@ -244,7 +298,7 @@ def quick_probe(space, net, loss_fn, generator, plan, batch, seed):
         x = data[f"hz{k + 1}"][:, list(coords[k])]
         if not np.isfinite(x).all():
             return loss, None
-        x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+        x = probes.standardize(x, x)[0]
         x_tr, x_te, y_tr, y_te = train_test_split(x, data["z"][:, list(content)], random_state=seed)
         r2[set_name(subset)] = probes.linear_r2(x_tr, y_tr, x_te, y_te)
     return loss, {"content": float(np.mean(list(r2.values()))), **r2}

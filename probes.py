@@ -24,6 +24,12 @@ GAMMAS = tuple(np.logspace(-2, 2, 4).tolist())
 CHUNK_ROWS = 2048
 
 
+def result_columns(mlp_eval=False):
+    """results.csv's R² columns (the published names) and the probe behind each:
+    kernel ridge for the nonlinear one, or an MLP with --mlp-eval."""
+    return {"r2_linear": "linear", "r2_nonlinear": "mlp" if mlp_eval else "kernel_ridge"}
+
+
 def standardize(train, test):
     """Scale both sets with the training set's mean and standard deviation."""
     mean, std = train.mean(0), train.std(0)

@@ -14,9 +14,13 @@ published scripts cannot run): each dimension uniform on k evenly spaced values,
 standardised to mean 0 and variance m_param^2 like the Gaussian blocks. A
 discrete style dimension "changes" by being redrawn, so s~ stays discrete.
 """
+import os
+
 import numpy as np
 import torch
 from scipy.stats import wishart
+
+from cli import UserError, first_line
 
 BLOCKS = ("c", "s", "a", "m1", "m2")  # covariance names: content, style, style change, modalities
 PARAMS_FILE = "latent_space.pt"
@@ -157,3 +161,17 @@ def save_parameters(params, path, atomic_save):
 
 def load_parameters(path):
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_parameters(save_dir):
+    """latent_space.pt of a model folder (a dict), or None where there is none (the published scripts')."""
+    path = os.path.join(save_dir, PARAMS_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        params = load_parameters(path)
+    except Exception as err:
+        raise UserError(f"cannot read {path}: {first_line(err)}") from None
+    if not isinstance(params, dict):
+        raise UserError(f"{path} does not hold a model's latent parameters (a dict)")
+    return params

@@ -28,6 +28,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_mlp  # noqa: E402
+import shared_content  # noqa: E402
+from encoders import ViewEncoder  # noqa: E402
 from invertible_network_utils import construct_invertible_mlp  # noqa: E402
 from losses import MultiViewLpLoss  # noqa: E402
 from utils import get_device  # noqa: E402
@@ -40,11 +42,11 @@ def setup(device, seed=0):
     torch.manual_seed(seed)
     args = main_mlp.build_parser().parse_args([])
     args.seed = seed
-    space = main_mlp.build_latent_space(args, seed, device)
+    space = shared_content.build_latent_space(args, seed, device)
     rng = np.random.default_rng(seed)
     f1, f2 = (construct_invertible_mlp(DIM, 3, rng=rng, n_iter_cond_thresh=2000).to(device) for _ in range(2))
-    g1, g2 = main_mlp.build_encoders(args, DIM)
-    net = main_mlp.ViewEncoder([f1, f2], [g1, g2]).to(device)
+    g1, g2 = shared_content.build_encoders(args, DIM)
+    net = ViewEncoder([f1, f2], [g1, g2]).to(device)
     params = list(g1.parameters()) + list(g2.parameters())
     return space, net, params, torch.optim.Adam(params, lr=1e-4)
 

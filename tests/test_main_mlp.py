@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import main_mlp
+import shared_content
 import spaces
 import cli
 
@@ -135,7 +136,7 @@ def test_discrete_latents_train_and_evaluate(tmp_path):
     results = evaluate(tmp_path)
     assert len(results) == 12 and results.loc[results.predicted_factors != "c'", "r2_linear"].notna().all()
     # The evaluation saw discrete latents: the content it regressed on takes 3 values.
-    space = main_mlp.build_latent_space(main_mlp.build_parser().parse_args(
+    space = shared_content.build_latent_space(main_mlp.build_parser().parse_args(
         ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--discrete-content", "3"]), 3, "cpu")
     assert space.sample(500)["c"].unique().numel() == 3
 
@@ -228,7 +229,7 @@ def test_checkpoint_of_other_shape_is_reported(tmp_path):
 def verdict_of(c, others, independent=True):
     rows = [("hz1", "c", c), ("hz2", "c", c + 0.01), ("hz1", "c'", float("nan"))]
     rows += [("hz1", name, value) for name, value in zip(("s", "m1", "m2"), others)]
-    return main_mlp.verdict(pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_nonlinear"]),
+    return shared_content.verdict(pd.DataFrame(rows, columns=["encoding", "predicted_factors", "r2_nonlinear"]),
                             independent)
 
 

@@ -7,6 +7,10 @@ import torch
 
 import main_mlp
 import recipe
+import settings
+import spaces
+from encoders import ViewEncoder, contrastive_loss, simulation_encoder, whiten_first_layer_
+from losses import MultiViewLpLoss
 
 
 def args(**kw):
@@ -68,16 +72,16 @@ def test_default_training_is_unchanged_by_the_recipe_options(tmp_path):
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_autocast_is_engaged_only_under_bf16(precision, dtype):
-    space = main_mlp.spaces.LatentSpace(2, 2, 2)
-    net = main_mlp.ViewEncoder([torch.nn.Linear(6, 6, bias=False), torch.nn.Linear(6, 6, bias=False)],
-                               [main_mlp.simulation_encoder(6, 2), main_mlp.simulation_encoder(6, 2)])
+    space = spaces.LatentSpace(2, 2, 2)
+    net = ViewEncoder([torch.nn.Linear(6, 6, bias=False), torch.nn.Linear(6, 6, bias=False)],
+                               [simulation_encoder(6, 2), simulation_encoder(6, 2)])
     seen, observed = [], []
     net.nets["g1"][0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     net.nets["f1"].register_forward_hook(lambda m, i, out: observed.append(out.dtype))
-    loss_fn = main_mlp.MultiViewLpLoss()
+    loss_fn = MultiViewLpLoss()
     blocks = space.sample(16, torch.Generator().manual_seed(0))
-    loss = main_mlp.contrastive_loss(loss_fn, net, blocks, 8,
-                                     autocast=lambda: recipe.autocast(args(precision=precision), "cpu"))
+    loss = contrastive_loss(loss_fn, net, blocks, 8, space.views,
+                            autocast=lambda: recipe.autocast(args(precision=precision), "cpu"))
     assert seen == [dtype] and loss.dtype == torch.float32  # the loss stays float32
     assert observed == [torch.float32]  # the mixing functions run outside autocast: float32 observations
 
@@ -106,7 +110,7 @@ def test_bad_recipe_flags(tmp_path, capsys, flags, needle):
 def test_kaiming_encoder_init():
     """He et al.'s variance for leaky ReLU in every layer, zero biases; torch's default otherwise."""
     torch.manual_seed(0)
-    net = main_mlp.simulation_encoder(15, 5, "kaiming")
+    net = simulation_encoder(15, 5, "kaiming")
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 7
     for m in linears[1:-1]:  # the wide layers, where the sample std is close to the target
@@ -115,7 +119,7 @@ def test_kaiming_encoder_init():
         assert m.weight.std().item() == pytest.approx(target, rel=0.03)
         assert not m.bias.any()
     torch.manual_seed(0)
-    default = main_mlp.simulation_encoder(15, 5)
+    default = simulation_encoder(15, 5)
     assert all(m.bias.any() for m in default if isinstance(m, torch.nn.Linear))
     # torch's default draws a third of He's variance (uniform, a = sqrt(5))
     he = math.sqrt(2.0 / (1 + 0.01 ** 2) / default[2].weight.shape[1])
@@ -152,23 +156,23 @@ def test_new_flags_are_saved_and_change_the_training(tmp_path):
 
 def test_grad_clip_reaches_the_step():
     """A 1e-3 threshold scales the gradient down to that norm; inf leaves it as it is."""
-    space = main_mlp.spaces.LatentSpace(2, 2, 2)
+    space = spaces.LatentSpace(2, 2, 2)
     torch.manual_seed(0)
-    net = main_mlp.ViewEncoder([torch.nn.Identity(), torch.nn.Identity()],
-                               [main_mlp.simulation_encoder(6, 2), main_mlp.simulation_encoder(6, 2)])
+    net = ViewEncoder([torch.nn.Identity(), torch.nn.Identity()],
+                               [simulation_encoder(6, 2), simulation_encoder(6, 2)])
     params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=0.0)  # no update: the gradients stay to be read
     norms = []
     for clip in (1e-3, float("inf")):
-        main_mlp.train_step(space, net, main_mlp.MultiViewLpLoss(), opt, params,
+        main_mlp.train_step(space, net, MultiViewLpLoss(), opt, params,
                             args(batch_size=8, grad_clip=clip), torch.Generator().manual_seed(0))
         norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
     assert norms[0] == pytest.approx(1e-3, rel=1e-3) and norms[1] > 1e-2
 
 
 def test_tau_reaches_the_loss_and_the_evaluation(tmp_path):
-    loss = main_mlp.simulation_loss(Namespace(tau=0.25))
-    assert loss.base.tau == 0.25 and main_mlp.simulation_loss(Namespace()).base.tau == 1.0
+    loss = settings.of(Namespace(tau=0.25)).loss()
+    assert loss.base.tau == 0.25 and settings.of(Namespace()).loss().base.tau == 1.0
     assert "tau" in main_mlp.LOADED_ARGS  # --evaluate --load-args scores the loss it was trained with
 
 
@@ -187,7 +191,7 @@ def test_resume_keeps_the_new_flags(tmp_path):
 def test_orthogonal_encoder_init():
     """Every singular value of every weight is leaky ReLU's gain; biases zero; torch's RNG only."""
     torch.manual_seed(0)
-    net = main_mlp.simulation_encoder(15, 5, "orthogonal")
+    net = simulation_encoder(15, 5, "orthogonal")
     gain = math.sqrt(2.0 / (1 + 0.01 ** 2))
     for m in (m for m in net if isinstance(m, torch.nn.Linear)):
         assert torch.allclose(torch.linalg.svdvals(m.weight), torch.full((min(m.weight.shape),), gain), atol=1e-4)
@@ -199,9 +203,9 @@ def test_whiten_first_layer_folds_zca_into_the_weights():
     """The first layer maps the samples as the kaiming weights map their ZCA-whitened version."""
     torch.manual_seed(0)
     x = torch.randn(4096, 6) @ torch.diag(torch.tensor([3.0, 1.0, 0.3, 0.1, 0.03, 1.0])) + 2.0
-    net = main_mlp.simulation_encoder(6, 2, "whitened")
+    net = simulation_encoder(6, 2, "whitened")
     kaiming = net[0].weight.detach().clone()
-    main_mlp.whiten_first_layer_(net, x)
+    whiten_first_layer_(net, x)
     pre = net[0](x).detach().double()
     assert pre.mean(0).abs().max() < 1e-4  # centred
     cov = torch.cov(pre.T)

@@ -7,6 +7,7 @@ import torch
 
 import main_mlp
 import spaces
+from encoders import ViewEncoder, contrastive_loss, simulation_encoder
 from losses import LpSimCLRLoss, MultiViewLpLoss, symmetric_lp_loss
 
 NAN = math.nan
@@ -80,11 +81,11 @@ def test_k_view_loss_is_the_mean_over_pairs_of_views():
     torch.manual_seed(0)
     space = spaces.LatentSpace(2, 2, 2, n_views=3)
     mixings = [torch.nn.Linear(6, 6, bias=False) for _ in range(3)]
-    encoders = [main_mlp.simulation_encoder(6, 2) for _ in range(3)]
-    net = main_mlp.ViewEncoder(mixings, encoders)
+    encoders = [simulation_encoder(6, 2) for _ in range(3)]
+    net = ViewEncoder(mixings, encoders)
     blocks = space.sample(32, torch.Generator().manual_seed(2))
     loss_fn = LpSimCLRLoss()
-    loss = main_mlp.contrastive_loss(MultiViewLpLoss(base=loss_fn), net, blocks, 16)
+    loss = contrastive_loss(MultiViewLpLoss(base=loss_fn), net, blocks, 16, space.views)
     h = [encoders[k](mixings[k](z)) for k, z in enumerate(space.views(blocks))]
     pairs = [(0, 1), (0, 2), (1, 2)]
     expected = sum(symmetric_lp_loss(loss_fn, h[i][:16], h[j][:16], h[i][16:], h[j][16:]) for i, j in pairs) / 3
