@@ -533,3 +533,17 @@ def test_another_train_steps_names_the_runner_flag_to_rerun_with(tmp_path, fake)
     with pytest.raises(UserError, match=r"--train-steps 40 \(here 15001\); rerun with --train-steps 40 as "
                                         r"it was run, or use another --out"):
         run(tmp_path, "table1", "--seeds", "1", "--rows", "p1.0_multi")
+
+
+@pytest.mark.parametrize("scale", sorted(plans.SCALES))
+def test_every_grid_parses_with_its_entry_points_parser(scale, tmp_path):
+    """A record's rows and the scale's flags are flags of the script that runs them (a new
+    experiment whose grid names a flag the script lacks fails here, not on the cluster)."""
+    import main_imgtxt
+    import main_mlp
+    parsers = {"main_mlp.py": main_mlp.build_parser(), "main_imgtxt.py": main_imgtxt.build_parser()}
+    for name in experiments.EXPERIMENTS:
+        for run in plans.experiment_runs(name, str(tmp_path), scale, [0], str(tmp_path)):
+            for flags in (run.train_flags, run.eval_flags):
+                args = parsers[run.script].parse_args(plans.argv_of(flags))
+                assert args.seed == flags["--seed"], (name, run.name)
