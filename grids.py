@@ -9,6 +9,7 @@ runner and the report import this module.
 import os
 from dataclasses import dataclass, field
 
+import dependencies
 import facts
 from cli import flag_of
 
@@ -52,9 +53,9 @@ SCALES["dims"] = {**SCALES["quick"], "sim_train": {
     **SCALES["quick"]["sim_train"], "--content-n": 5, "--style-n": 5, "--modality-n": 5,
     "--encoding-size": 5, "--train-steps": 100001}}
 
-# Table 1's rows: (p(chg), statistical dependence, content-dependent style).
-SIM_ROWS = ((1.0, False, False), (0.75, False, False), (0.75, True, False),
-            (0.75, False, True), (0.75, True, True))
+# Table 1's rows: p(chg) and the latent dependencies switched on (dependencies.REGISTRY's keys).
+STAT, CAU = "statistical_dependence", "content_dependent_style"
+SIM_ROWS = ((1.0, ()), (0.75, ()), (0.75, (STAT,)), (0.75, (CAU,)), (0.75, (STAT, CAU)))
 ENCODING_SIZES = (1, 2, 3, 4, 6, 8, 10, 12)
 # figure5's rows: which blocks are discrete, each dimension with FIG5_K values
 # (p(chg) 0.75, no dependencies: Table 1's second row with discrete blocks).
@@ -116,38 +117,34 @@ class Experiment:
     needs_data: bool = False    # image/text: a Multimodal3DIdent folder
 
 
-def sim_row_name(p, stat, cau, mode, no_modality):
-    return f"p{p}" + "_stat" * stat + "_cau" * cau + f"_{mode}" + "_nm0" * no_modality
-
-
 def table_grid(modes, no_modality=False):
+    """Rows named <Table 1's row>_<mode>[_nm0], e.g. p0.75_stat_cau_multi."""
     grid = []
-    for p, stat, cau in SIM_ROWS:
+    for p, keys in SIM_ROWS:
         for mode in modes:
-            row = {"--style-change-prob": p, "--statistical-dependence": stat,
-                   "--content-dependent-style": cau,
+            row = {"--style-change-prob": p, **{d.flag: d.key in keys for d in dependencies.REGISTRY},
                    "--shared-mixing": mode == "uni", "--shared-encoder": mode == "uni"}
             if no_modality:
                 row["--modality-n"] = 0
-            grid.append((sim_row_name(p, stat, cau, mode, no_modality), row))
+            grid.append((dependencies.row_key(p, keys) + f"_{mode}" + "_nm0" * no_modality, row))
     return tuple(grid)
 
 
 # The paper's numbers: Tables 1 and 4 (nonlinear R² of h1's encodings, mean of 3 seeds,
-# 300,000 steps at batch 6,144), keyed by (p(chg), Stat, Cau), and Figure 3 (read off its plot).
+# 300,000 steps at batch 6,144), keyed by Table 1's row names, and Figure 3 (read off its plot).
 TABLE1 = {
-    (1.0, False, False): {"uni": {"c": 1.00, "s": 0.00}, "multi": {"c": 0.99, "s": 0.00, "m1": 0.00}},
-    (0.75, False, False): {"uni": {"c": 0.99, "s": 0.00}, "multi": {"c": 1.00, "s": 0.00, "m1": 0.00}},
-    (0.75, True, False): {"uni": {"c": 0.99, "s": 0.52}, "multi": {"c": 0.95, "s": 0.56, "m1": 0.00}},
-    (0.75, False, True): {"uni": {"c": 1.00, "s": 0.79}, "multi": {"c": 0.98, "s": 0.87, "m1": 0.00}},
-    (0.75, True, True): {"uni": {"c": 0.99, "s": 0.81}, "multi": {"c": 0.95, "s": 0.89, "m1": 0.00}},
+    "p1.0": {"uni": {"c": 1.00, "s": 0.00}, "multi": {"c": 0.99, "s": 0.00, "m1": 0.00}},
+    "p0.75": {"uni": {"c": 0.99, "s": 0.00}, "multi": {"c": 1.00, "s": 0.00, "m1": 0.00}},
+    "p0.75_stat": {"uni": {"c": 0.99, "s": 0.52}, "multi": {"c": 0.95, "s": 0.56, "m1": 0.00}},
+    "p0.75_cau": {"uni": {"c": 1.00, "s": 0.79}, "multi": {"c": 0.98, "s": 0.87, "m1": 0.00}},
+    "p0.75_stat_cau": {"uni": {"c": 0.99, "s": 0.81}, "multi": {"c": 0.95, "s": 0.89, "m1": 0.00}},
 }
 TABLE4 = {
-    (1.0, False, False): {"multi": {"c": 1.00, "s": 0.00}},
-    (0.75, False, False): {"multi": {"c": 1.00, "s": 0.00}},
-    (0.75, True, False): {"multi": {"c": 0.99, "s": 0.36}},
-    (0.75, False, True): {"multi": {"c": 1.00, "s": 0.81}},
-    (0.75, True, True): {"multi": {"c": 0.99, "s": 0.83}},
+    "p1.0": {"multi": {"c": 1.00, "s": 0.00}},
+    "p0.75": {"multi": {"c": 1.00, "s": 0.00}},
+    "p0.75_stat": {"multi": {"c": 0.99, "s": 0.36}},
+    "p0.75_cau": {"multi": {"c": 1.00, "s": 0.81}},
+    "p0.75_stat_cau": {"multi": {"c": 0.99, "s": 0.83}},
 }
 # One cell per encoding size 1, 2, 3, 4, 6, 8, 10, 12: a value, a (low, high) range (low
 # None: "<= high"), or None where the plot gives nothing readable. Accuracy for discrete

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import dependencies
 import metrics
 import partial
 import recipe
@@ -39,16 +40,20 @@ MAX_MIXING_LAYERS = 100
 MAX_BATCH = 2**18  # 275 GB per batch x batch matrix of the loss: no device holds it
 ENCODER_FILES = r"g\d+\.pt"  # g1.pt, g2.pt, ...: the trained encoders, saved after checkpoint.pt
 
-# Settings that --load-args restores from args.json, as the published script does,
-# plus the covariance option that only this implementation has.
-LOADED_ARGS = ("style_change_prob", "statistical_dependence", "content_dependent_style",
-               "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
-               "n_mixing_layer", "shared_encoder", "c_param", "m_param", "independent_covariances",
-               "discrete_content", "discrete_style", "discrete_modality", "n_views", "tau",
-               "view_latents", "content_coords", "learn_tau")
-# The ones that every args.json holds, the published scripts' included: --load-args refuses a
-# folder without one rather than build the model from the flag's default.
-PUBLISHED_ARGS = LOADED_ARGS[:LOADED_ARGS.index("independent_covariances")]
+# Settings that --load-args restores from args.json, as the published script does. Every
+# args.json holds them, the published scripts' included: --load-args refuses a folder without
+# one rather than build the model from the flag's default.
+PUBLISHED_ARGS = ("style_change_prob", *(d.key for d in dependencies.REGISTRY if d.published),
+                  "modality_n", "style_n", "content_n", "encoding_size", "shared_mixing",
+                  "n_mixing_layer", "shared_encoder", "c_param", "m_param")
+# The ones that only this implementation has.
+OWN_ARGS = ("independent_covariances", "discrete_content", "discrete_style", "discrete_modality", "n_views",
+            "tau", "view_latents", "content_coords", "learn_tau")
+
+
+def loaded_args():
+    """Every setting that --load-args restores: the above and the table's other latent dependencies."""
+    return (*PUBLISHED_ARGS, *OWN_ARGS, *(d.key for d in dependencies.REGISTRY if not d.published))
 
 
 def build_parser():
@@ -59,8 +64,8 @@ def build_parser():
     p.add_argument("--style-n", type=int, default=5)
     p.add_argument("--modality-n", type=int, default=5)
     p.add_argument("--style-change-prob", type=float, default=1.0)
-    p.add_argument("--statistical-dependence", action="store_true")
-    p.add_argument("--content-dependent-style", action="store_true")
+    for dep in dependencies.REGISTRY:  # --statistical-dependence, --content-dependent-style, ...
+        p.add_argument(dep.flag, action="store_true", help=dep.help)
     p.add_argument("--independent-covariances", action="store_true",
                    help="with --statistical-dependence, draw each block's covariance independently "
                         "(the published scripts give equal-sized blocks one shared matrix)")
@@ -136,12 +141,10 @@ def check_discrete(args):
         if getattr(args, key) < 2:
             raise UserError(f"{flag_of(key)} must be 0 (Gaussian) or a number of values >= 2, "
                             f"got {getattr(args, key)}")
-    if discrete and args.statistical_dependence:
-        raise UserError(f"{flag_of(discrete[0])} cannot be combined with --statistical-dependence, "
-                        "whose Wishart covariances are defined for Gaussian blocks only")
-    if args.discrete_style and args.content_dependent_style:
-        raise UserError("--discrete-style cannot be combined with --content-dependent-style: "
-                        "the shift B c + a would make the style continuous")
+    for dep in dependencies.enabled(args):
+        clash = [key for block, key in DISCRETE_KEYS.items() if block in dep.gaussian and getattr(args, key)]
+        if clash:
+            raise UserError(f"{flag_of(clash[0])} cannot be combined with {dep.flag}: {dep.why}")
 
 
 def local_rows(blocks, batch_size, info):
@@ -265,7 +268,7 @@ def run_training(args, device, info, save_dir, space, net):
 
 
 def load_for_evaluation(args):
-    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, need_seed=True,
+    save_dir, saved = run.evaluation_folder(args, build_parser(), loaded_args(), need_seed=True,
                                             check=check_model_args, required=PUBLISHED_ARGS)
     if not args.load_args:  # with it, check_model_args has compared args.json's view list
         check_identity(save_dir, args, "the command line")

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+import dependencies
 import probes
 from cli import UserError
 from facts import PARTIAL_COLUMNS, PARTIAL_FILE
@@ -53,7 +54,8 @@ FILE = PARTIAL_FILE
 COLUMNS = PARTIAL_COLUMNS
 # Flags of the shared-content model that have no meaning when the view list gives the latents.
 UNUSED = ("content_n", "style_n", "modality_n", "style_change_prob", "c_param", "m_param")
-REFUSED = ("statistical_dependence", "content_dependent_style", "independent_covariances",
+# ... and those that it refuses, with every latent dependency of dependencies.REGISTRY.
+REFUSED = ("independent_covariances",
            "shared_mixing", "shared_encoder", "permuted_content",
            "discrete_content", "discrete_style", "discrete_modality")
 
@@ -141,8 +143,8 @@ def check_args(args, parser):
     layout(args)  # the view list's own errors
     if args.n_views != parser.get_default("n_views"):
         raise UserError(f"--n-views cannot be combined with {FLAG}: the view list gives the views")
-    for key in REFUSED:
-        if getattr(args, key):
+    for key in (*(d.key for d in dependencies.REGISTRY), *REFUSED):
+        if getattr(args, key, False):
             raise UserError(f"--{key.replace('_', '-')} cannot be combined with {FLAG} "
                             "(the views see independent Gaussian latents through their own networks)")
     for key in UNUSED:

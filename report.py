@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import curves  # noqa: E402
+import dependencies  # noqa: E402
 import grids  # noqa: E402
 import plans  # noqa: E402
 import stamps  # noqa: E402
@@ -36,7 +37,7 @@ from facts import ARGS_FILE, DISCRETE_KEYS, PARTIAL_COLUMNS as PARTIAL_FILE_COLU
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
-SIM_ROWS = list(grids.SIM_ROWS)
+SIM_ROWS = [dependencies.row_key(p, keys) for p, keys in grids.SIM_ROWS]  # Table 1's row names
 # Figure 3 uses the nonlinear probes: MLP accuracy and kernel-ridge R^2.
 FIG3_METRIC = {"discrete": "acc_mlp", "continuous": "r2_krreg"}
 TITLES = {name: e.report_title for name, e in grids.EXPERIMENTS.items()}
@@ -63,8 +64,8 @@ def read_results(path):
 # numbers (facts.RESULT_COLUMNS, checked by stamps.results_problem as the runner does):
 # the args.json settings the tables are keyed by.
 RUN_CONTENTS = {
-    "sim": {"settings": {"style_change_prob": (int, float), "statistical_dependence": (bool,),
-                         "content_dependent_style": (bool,)},
+    "sim": {"settings": {"style_change_prob": (int, float),
+                         **{d.key: (bool,) for d in dependencies.REGISTRY if d.published}},
             "optional": {"n_views": (int,), "shared_mixing": (bool,), "shared_encoder": (bool,),
                          **{key: (int,) for key in DISCRETE_KEYS.values()}}},
     "imgtxt": {"settings": {"encoding_size": (int,)}, "optional": {}},
@@ -237,8 +238,13 @@ def markdown_table(header, rows):
 # ---------------------------------------------------------- simulation ---
 
 def sim_key(args):
-    return (float(args["style_change_prob"]), bool(args["statistical_dependence"]),
-            bool(args["content_dependent_style"]))
+    """Table 1's row name of a run: p(chg) and the latent dependencies on, e.g. p0.75_stat_cau."""
+    return dependencies.row_key(float(args["style_change_prob"]), [d.key for d in dependencies.enabled(args)])
+
+
+def sim_order(key):
+    p, on = dependencies.parse_row_key(key)
+    return p, tuple(on.values())
 
 
 def discrete_key(args):
@@ -252,15 +258,16 @@ def row_cells(experiment, key):
         blocks = ", ".join(b for b, _ in key) or "none"
         ks = sorted({k for _, k in key})
         return [blocks, "/".join(map(str, ks)) or "-"], ["discrete blocks", "k"]
-    p, stat, cau = key
-    return [p, "yes" if stat else "-", "yes" if cau else "-"], ["p(chg)", "Stat", "Cau"]
+    p, on = dependencies.parse_row_key(key)
+    return ([p, *("yes" if on[d.key] else "-" for d in dependencies.REGISTRY)],
+            ["p(chg)", *(d.label for d in dependencies.REGISTRY)])
 
 
 def row_label(experiment, key):
     cells, _ = row_cells(experiment, key)
     if grids.EXPERIMENTS[experiment].layout == "discrete":
         return f"{cells[0]} (k={cells[1]})"
-    return f"p={cells[0]}" + (" Stat" if cells[1] == "yes" else "") + (" Cau" if cells[2] == "yes" else "")
+    return f"p={cells[0]}" + "".join(f" {d.label}" for d, on in zip(dependencies.REGISTRY, cells[1:]) if on == "yes")
 
 
 def sim_mode(args):
@@ -369,10 +376,12 @@ def sim_report(experiment, runs, notes, folder):
     values = sim_values(runs, notes, key_of)
     columns = record.columns
     paper = record.paper
-    found = sorted({k for k, _ in values} - set(SIM_ROWS))
+    found = {k for k, _ in values} - set(SIM_ROWS)
     if discrete:  # c, s, m alone, then combinations
         order = list(DISCRETE_KEYS)
-        found.sort(key=lambda key: (len(key), [order.index(b) for b, _ in key]))
+        found = sorted(found, key=lambda key: (len(key), [order.index(b) for b, _ in key]))
+    else:
+        found = sorted(found, key=sim_order)
     keys = found if discrete else SIM_ROWS + found
     modes = list(dict.fromkeys(mode for mode, _, _ in columns))
     content = content_factor(experiment)

@@ -15,6 +15,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+import dependencies
 import probes
 import size_estimates
 import spaces
@@ -97,14 +98,14 @@ class SharedContent:
         print("Regression results:")
         print(results.to_string(index=False))
         if not args.permuted_content:
-            print(verdict(results, independent=not (args.statistical_dependence or args.content_dependent_style)))
+            print(verdict(results, independent=not dependencies.enabled(args)))
         return results, {}, {"mcc": content_mcc(test, args.n_views)}
 
 
 def build_latent_space(args, train_seed, device, saved_params=None):
     params = saved_params if saved_params is not None else spaces.draw_parameters(
-        train_seed, args.content_n, args.style_n, args.modality_n, args.statistical_dependence,
-        args.content_dependent_style, args.independent_covariances, n_views=args.n_views)
+        train_seed, args.content_n, args.style_n, args.modality_n, [d.key for d in dependencies.enabled(args)],
+        args.independent_covariances, n_views=args.n_views)
     discrete = {block: getattr(args, key) for block, key in DISCRETE_KEYS.items()}
     return spaces.LatentSpace(args.content_n, args.style_n, args.modality_n, args.style_change_prob,
                               args.c_param, args.m_param, params, device, discrete, args.n_views)
@@ -147,14 +148,13 @@ def saved_latent_params(save_dir, args):
     if params is None:
         return None
     path = os.path.join(save_dir, spaces.PARAMS_FILE)
-    wanted = {k: v for k, v in params.items()
-              if (k.startswith("Sigma_") and args.statistical_dependence)
-              or (k in ("B", "a") and args.content_dependent_style)}
-    needed = args.statistical_dependence + args.content_dependent_style
-    found = any(k.startswith("Sigma_") for k in wanted) + ("B" in wanted)
-    if found != needed:
-        raise UserError(f"{path} was saved for other settings than the ones given; "
-                        "add --load-args to evaluate with the training settings")
+    wanted, on = {}, dependencies.enabled(args)
+    for dep in dependencies.REGISTRY:
+        own = {k: v for k, v in params.items() if dep.owns(k)}
+        if bool(own) != (dep in on):
+            raise UserError(f"{path} was saved for other settings than the ones given; "
+                            "add --load-args to evaluate with the training settings")
+        wanted.update(own)
     return wanted
 
 
@@ -171,8 +171,8 @@ def published_latent_params(args, saved, save_dir):
                             "and a were drawn by a CUDA generator, which this machine lacks. Evaluate "
                             "it on a GPU, or add --cpu-generator if it was in fact trained on a CPU")
         device = "cuda"
-    return spaces.draw_parameters(saved["seed"], args.content_n, args.style_n, args.modality_n,
-                                  args.statistical_dependence, args.content_dependent_style,
+    keys = [d.key for d in dependencies.enabled(args) if d.published]
+    return spaces.draw_parameters(saved["seed"], args.content_n, args.style_n, args.modality_n, keys,
                                   args.independent_covariances, published=True,
                                   generator_device=device, n_views=args.n_views)
 

@@ -16,13 +16,11 @@ discrete style dimension "changes" by being redrawn, so s~ stays discrete.
 """
 import os
 
-import numpy as np
 import torch
-from scipy.stats import wishart
 
+import dependencies
 from cli import UserError, first_line
 
-BLOCKS = ("c", "s", "a", "m1", "m2")  # covariance names: content, style, style change, modalities
 PARAMS_FILE = "latent_space.pt"
 
 
@@ -34,45 +32,16 @@ def style_key(view):
 def block_names(n_views=2):
     """Every latent block of a sample, in the order of evaluation targets: c, s, s~, ..., m1, m2, ..."""
     return ("c", *(style_key(k) for k in range(1, n_views + 1)), *(f"m{k}" for k in range(1, n_views + 1)))
-SHIFT_STREAM = 1  # spawn key of the stream that draws B and a in new runs
 
 
-def _wishart(n, random_state):
-    return torch.as_tensor(np.atleast_2d(wishart.rvs(df=n, scale=np.eye(n), size=1,
-                                                     random_state=random_state)), dtype=torch.float64)
-
-
-def draw_parameters(seed, content_n, style_n, modality_n, statistical_dependence,
-                    content_dependent_style, independent_covariances=False, published=False,
-                    generator_device="cpu", n_views=2):
-    """The parameters of the latent distribution that a training seed fixes.
-
-    The covariances follow the published recipe by default: every Wishart draw
-    uses the training seed as its random state, so blocks of equal size share one
-    covariance (the paper's numbers were produced that way);
-    `independent_covariances` draws each block from its own stream instead.
-
-    B and a: the published scripts drew them from a torch generator seeded with
-    the training seed on the training device, the very stream that then samples
-    the first training batch (so entries of B equal the first batch's content).
-    New runs draw them from a stream of their own (saved with the model);
-    `published=True` rebuilds the published draw, on `generator_device`.
-    """
-    params = {}
-    if statistical_dependence:
-        names = (*BLOCKS, *(f"m{k}" for k in range(3, n_views + 1)))  # more views: more blocks
-        sizes = {"c": content_n, "s": style_n, "a": style_n, **{n: modality_n for n in names[3:]}}
-        streams = np.random.SeedSequence(seed).spawn(len(names))
-        for name, stream in zip(names, streams):
-            if sizes[name] > 0:
-                state = np.random.RandomState(stream.generate_state(1)) if independent_covariances else seed
-                params[f"Sigma_{name}"] = _wishart(sizes[name], state)
-    if content_dependent_style:
-        g_seed = seed if published else int(np.random.SeedSequence([seed, SHIFT_STREAM]).generate_state(1)[0])
-        g = torch.Generator(device=generator_device).manual_seed(g_seed)
-        params["B"] = torch.randn(style_n, content_n, generator=g, device=generator_device).cpu()
-        params["a"] = torch.randn(style_n, generator=g, device=generator_device).cpu()
-    return params
+def draw_parameters(seed, content_n, style_n, modality_n, keys=(), independent_covariances=False,
+                    published=False, generator_device="cpu", n_views=2):
+    """The parameters of the latent distribution that a training seed fixes: those of the
+    dependencies named in `keys` (dependencies.py; e.g. "statistical_dependence").
+    `published=True` rebuilds the published scripts' draw, on `generator_device`."""
+    ctx = dependencies.Draw(seed, {"c": content_n, "s": style_n, "m": modality_n}, n_views, published,
+                            generator_device, independent_covariances)
+    return dependencies.draw_parameters(ctx, keys)
 
 
 def discrete_levels(k, scale=1.0):
@@ -95,15 +64,20 @@ class LatentSpace:
         self.c_param, self.m_param = c_param, m_param
         self.params = dict(params or {})
         self.device = torch.device(device)
-        # Cholesky factors in float64 on the CPU: Wishart draws with df = n can be ill-conditioned.
-        self._chol = {key[len("Sigma_"):]: torch.linalg.cholesky(value).float().to(self.device)
-                      for key, value in self.params.items() if key.startswith("Sigma_")}
-        self._B = self.params["B"].float().to(self.device) if "B" in self.params else None
-        self._a = self.params["a"].float().to(self.device) if "a" in self.params else None
         self._levels = {b: discrete_levels(k, m_param).to(self.device)
                         for b, k in (discrete or {}).items() if k}
-        if "s" in self._levels and self._B is not None:
-            raise ValueError("content-dependent style would make a discrete style block continuous")
+        # The dependencies whose parameters were drawn, and the two places where they act.
+        self._chol, self._shifts = {}, []
+        for dep in dependencies.REGISTRY:
+            own = {k: v for k, v in self.params.items() if dep.owns(k)}
+            if not own:
+                continue
+            if set(dep.gaussian) & set(self._levels):
+                raise ValueError(f"{dep.flag} needs Gaussian blocks {dep.gaussian}: {dep.why}")
+            if dep.factors:
+                self._chol.update(dep.factors(own, self.device))
+            if dep.shift:
+                self._shifts.append((dep.shift, {k: v.float().to(self.device) for k, v in own.items()}))
 
     @property
     def view_dim(self):
@@ -132,12 +106,13 @@ class LatentSpace:
         c = self._draw("c", n, nc, generator)
         s = self._draw("s", n, ns, generator)
         m = {f"m{k}": self._draw(f"m{k}", n, nm, generator) for k in range(1, self.n_views + 1)}
-        if self._B is not None:
-            s = s + c @ self._B.T + self._a
-        blocks = {"c": c, "s": s}
+        drawn = {"c": c, "s": s, **m}
+        for shift, params in self._shifts:
+            drawn = shift(drawn, params)
+        blocks = {"c": drawn["c"], "s": drawn["s"]}
         for view in range(2, self.n_views + 1):
-            blocks[style_key(view)] = self._perturbed(s, n, generator)
-        return {**blocks, **m}
+            blocks[style_key(view)] = self._perturbed(drawn["s"], n, generator)
+        return {**blocks, **{k: drawn[k] for k in m}}
 
     def _perturbed(self, s, n, generator):
         """Style as another view sees it: each dimension changes with probability p."""

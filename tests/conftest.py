@@ -8,8 +8,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import main_mlp  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def small_eval_batches(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def small_eval_batches():
     """Simulation evaluations in tests sample batches of 128 pairs, not 4,096: the same
-    code paths at a fraction of the time (subprocesses keep the real size)."""
-    monkeypatch.setattr(main_mlp, "EVAL_BATCH", 128)
+    code paths at a fraction of the time (subprocesses keep the real size). Session-wide,
+    so that the models that module fixtures train and evaluate get it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(main_mlp, "EVAL_BATCH", 128)
+        yield

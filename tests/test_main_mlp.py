@@ -77,7 +77,7 @@ def test_published_folder_without_latent_file_is_rebuilt_from_seed(tmp_path):
     flags = ["--statistical-dependence", "--content-dependent-style", "--style-change-prob", "0.75"]
     folder = train(tmp_path, extra=flags)
     # The published recipe: B and a from the training seed's CPU stream (here: no CUDA).
-    published = spaces.draw_parameters(3, 2, 2, 2, True, True, published=True)
+    published = spaces.draw_parameters(3, 2, 2, 2, ("statistical_dependence", "content_dependent_style"), published=True)
     g = torch.Generator().manual_seed(3)
     torch.testing.assert_close(published["B"], torch.randn(2, 2, generator=g))
     torch.save(published, folder / "latent_space.pt")
@@ -90,7 +90,7 @@ def test_published_folder_without_latent_file_is_rebuilt_from_seed(tmp_path):
 def test_new_runs_draw_the_style_shift_apart_from_the_training_stream(tmp_path):
     folder = train(tmp_path, extra=["--content-dependent-style"])
     ours = torch.load(folder / "latent_space.pt")
-    published = spaces.draw_parameters(3, 2, 2, 2, False, True, published=True)
+    published = spaces.draw_parameters(3, 2, 2, 2, ("content_dependent_style",), published=True)
     first_batch = torch.randn(4, generator=torch.Generator().manual_seed(3))
     assert not torch.isin(ours["B"].flatten(), first_batch).any()
     assert torch.isin(published["B"].flatten(), first_batch).all()  # the published defect

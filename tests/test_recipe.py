@@ -173,7 +173,7 @@ def test_grad_clip_reaches_the_step():
 def test_tau_reaches_the_loss_and_the_evaluation(tmp_path):
     loss = settings.of(Namespace(tau=0.25)).loss()
     assert loss.base.tau == 0.25 and settings.of(Namespace()).loss().base.tau == 1.0
-    assert "tau" in main_mlp.LOADED_ARGS  # --evaluate --load-args scores the loss it was trained with
+    assert "tau" in main_mlp.loaded_args()  # --evaluate --load-args scores the loss it was trained with
 
 
 def test_resume_keeps_the_new_flags(tmp_path):

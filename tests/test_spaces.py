@@ -11,7 +11,7 @@ def make_space(**kw):
                content_dependent_style=False)
     cfg.update({k: kw.pop(k) for k in list(kw) if k in cfg})
     params = spaces.draw_parameters(7, cfg["content_n"], cfg["style_n"], cfg["modality_n"],
-                                    cfg["statistical_dependence"], cfg["content_dependent_style"],
+                                    [k for k in ("statistical_dependence", "content_dependent_style") if cfg[k]],
                                     kw.pop("independent_covariances", False))
     return spaces.LatentSpace(cfg["content_n"], cfg["style_n"], cfg["modality_n"], params=params, **kw)
 
@@ -46,7 +46,7 @@ def test_marginals_have_requested_scale():
 
 
 def test_covariances_follow_the_published_wishart_recipe():
-    params = spaces.draw_parameters(11, 5, 5, 3, True, False)
+    params = spaces.draw_parameters(11, 5, 5, 3, ("statistical_dependence",))
     for name, n in (("c", 5), ("s", 5), ("a", 5), ("m1", 3), ("m2", 3)):
         expected = wishart.rvs(df=n, scale=np.eye(n), size=1, random_state=11)
         np.testing.assert_allclose(params[f"Sigma_{name}"].numpy(), expected)
@@ -55,7 +55,7 @@ def test_covariances_follow_the_published_wishart_recipe():
 
 
 def test_independent_covariances_differ():
-    params = spaces.draw_parameters(11, 5, 5, 5, True, False, independent_covariances=True)
+    params = spaces.draw_parameters(11, 5, 5, 5, ("statistical_dependence",), independent_covariances=True)
     mats = [params[f"Sigma_{k}"] for k in ("c", "s", "a", "m1", "m2")]
     for i in range(5):
         for j in range(i + 1, 5):
@@ -74,10 +74,10 @@ def test_sampled_covariance_matches_sigma():
 
 
 def test_content_dependent_style_uses_published_generator():
-    params = spaces.draw_parameters(5, 3, 4, 2, False, True, published=True)
-    ours = spaces.draw_parameters(5, 3, 4, 2, False, True)  # new runs: a stream of its own
+    params = spaces.draw_parameters(5, 3, 4, 2, ("content_dependent_style",), published=True)
+    ours = spaces.draw_parameters(5, 3, 4, 2, ("content_dependent_style",))  # new runs: a stream of its own
     assert not torch.equal(ours["B"], params["B"])
-    assert torch.equal(ours["B"], spaces.draw_parameters(5, 3, 4, 2, False, True)["B"])
+    assert torch.equal(ours["B"], spaces.draw_parameters(5, 3, 4, 2, ("content_dependent_style",))["B"])
     g = torch.Generator().manual_seed(5)
     B = torch.randn(4, 3, generator=g)
     a = torch.randn(4, generator=g)
