@@ -11,7 +11,7 @@ IMGTXT_FLAGS := --encoding-size 4 --batch-size 64 --lr 1e-3 --tau 0.1 --train-st
 	--precision bf16 --lr-schedule cosine --warmup-steps 200 \
 	--log-steps 500 --checkpoint-steps 1000 --workers 1
 
-.PHONY: demo demo-imgtxt test test-cluster venv clean
+.PHONY: demo demo-imgtxt test test-slow test-cluster venv clean
 
 venv: .venv/.installed
 
@@ -41,8 +41,13 @@ demo-imgtxt: venv
 	$(PY) main_imgtxt.py --datapath $(IMGTXT_DATA) --model-dir $(DEMO_DIR) --model-id imgtxt \
 		--seed 2 --no-cuda --evaluate --load-args --workers 1
 
+# The suite in two parts: `make test` leaves out the tests marked slow (over 15 s each on one
+# core: killed and resumed processes, two-process DDP, submitit), which `make test-slow` runs.
 test: venv
-	$(PY) -m pytest -m "not cluster"
+	$(PY) -m pytest -m "not cluster and not slow"
+
+test-slow: venv
+	$(PY) -m pytest -m "slow and not cluster"
 
 # The SLURM launcher on a real one-node cluster of this machine (root, Debian; installs
 # SLURM, munge and MariaDB on first use), with accounting and without: docs/cluster.md.

@@ -8,6 +8,7 @@ from sklearn.metrics import r2_score
 import directions
 import main_mlp
 from cli import UserError
+from helpers import fails, train_imgtxt
 
 TINY = ["--content-n", "3", "--style-n", "2", "--modality-n", "2", "--encoding-size", "3",
         "--batch-size", "32", "--train-steps", "3", "--log-steps", "2", "--no-cuda",
@@ -134,3 +135,10 @@ def test_partial_observability_model_is_refused(tmp_path, monkeypatch):
                    "--encoding-size", "1", "--batch-size", "32", "--train-steps", "2", "--no-cuda"])
     with pytest.raises(UserError, match="is a partial-observability model .*partial.csv"):
         directions.main([str(tmp_path / "p"), "--no-cuda"])
+
+
+# ------------------------------------------- bad input and hostile conditions ---
+
+def test_directions_on_an_imgtxt_folder(data, tmp_path, capsys):
+    folder = train_imgtxt(data, tmp_path)
+    fails(capsys, directions.main, [folder, "--no-cuda"], "is not a simulation model of main_mlp.py")

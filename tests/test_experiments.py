@@ -16,6 +16,9 @@ import files
 import local
 import plans
 from cli import UserError
+import signal
+import time
+from helpers import fails
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -547,3 +550,110 @@ def test_every_grid_parses_with_its_entry_points_parser(scale, tmp_path):
             for flags in (run.train_flags, run.eval_flags):
                 args = parsers[run.script].parse_args(plans.argv_of(flags))
                 assert args.seed == flags["--seed"], (name, run.name)
+
+
+# ------------------------------------------- bad input and hostile conditions ---
+
+def test_children_die_with_a_killed_runner(tmp_path):
+    """kill -9 of the runner: its child gets SIGTERM (PR_SET_PDEATHSIG), no orphan keeps training."""
+    pidfile = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time, local\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+        f"preexec_fn=local._die_with_parent)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n")], cwd=ROOT)
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pidfile.read_text())
+    parent.kill()
+    parent.wait()
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child outlived its killed parent")
+
+
+def test_runner_lock_ignores_garbage_and_refuses_out_as_file(tmp_path, capsys):
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / local.LOCK).write_text("not a pid")  # a garbage lock file is no lock
+    with local.out_lock(str(out)):
+        pass
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    fails(capsys, experiments.main, ["table1", "--out", afile, "--seeds", "1"], "is not a folder")
+    assert afile.read_text() == "keep me"
+
+
+def test_runner_seed_ranges_are_bounded(tmp_path, capsys):
+    for seeds in ("0-100000000000", "100000000000", f"{2**32}"):
+        fails(capsys, experiments.main, ["table1", "--seeds", seeds, "--dry-run", "--out", tmp_path], "--seeds")
+    assert os.listdir(tmp_path) == []
+
+
+def test_runner_never_clears_a_locked_folder(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(local, "run_command", lambda cmd, log, env=None: started.append(cmd) or 1)
+    folder = tmp_path / "runs" / "table1" / "p1.0_multi_s0"
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text("{}")  # a training by hand, before its first checkpoint
+    with files.FolderLock(str(folder)):
+        assert experiments.main(["table1", "--rows", "p1.0_multi", "--seeds", "1",
+                                 "--out", str(tmp_path / "runs")]) == 1
+        assert (folder / "args.json").exists() and (folder / ".lock").exists()
+    assert started == []
+    assert "in use by another running process" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, counts", [
+    ("", False), ("\n\n", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\n", False),
+    ("garbage", False), ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5,0.9\n", True),
+    (",encoding,predicted_factors,r2_linear,r2_nonlinear\n0,hz1,c,0.5,\n", True),  # pandas' index column
+    ("encoding,predicted_factors,r2_linear\nhz1,c,0.5\n", False),  # the report would leave it out
+    ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,high,0.9\n", False),
+    ("encoding,predicted_factors,r2_linear,r2_nonlinear\nhz1,c,0.5\n", False),
+    ("modality,factor_name,factor_type,r2_linreg,r2_krreg,acc_logreg,acc_mlp\nimage,shape,discrete,,,0.9,0.8\n", True),
+])
+def test_only_a_results_csv_with_rows_counts_as_finished(tmp_path, text, counts):
+    (tmp_path / "args.json").write_text("{}")  # the model it evaluated (a stray results.csv is no result)
+    (tmp_path / "results.csv").write_text(text)
+    assert plans.has_results(str(tmp_path)) is counts
+
+
+def test_ctrl_c_of_the_runner_ends_its_child_with_one_line(tmp_path):
+    """The child runs in a session of its own: the runner alone gets the terminal's Ctrl-C and
+    stops it with one SIGTERM, which the entry point reports as an interruption, no abort."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "runs"
+    runner = subprocess.Popen([sys.executable, "experiments.py", "table1", "--rows", "p1.0_multi", "--seeds", "1",
+                               "--out", str(out)], cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    folder = out / "table1" / "p1.0_multi_s0"
+    try:
+        for _ in range(600):  # the child has started training once its args.json is written
+            if (folder / "args.json").exists():
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        runner.send_signal(signal.SIGINT)
+        runner.communicate(timeout=120)
+    finally:
+        runner.kill()
+    assert runner.returncode == 130
+    log = (folder / "train.log").read_text()
+    lines = [line for line in log.replace("\r", "\n").splitlines() if line.strip()]
+    assert "interrupted" in lines[-1], lines[-3:]
+    assert "Traceback" not in log and "terminate called" not in log and "Abort" not in log
+    assert not (folder / ".lock").exists()

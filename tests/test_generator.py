@@ -20,6 +20,9 @@ import colors  # noqa: E402
 import generate_m3di as g  # noqa: E402
 from cli import run_cli  # noqa: E402
 from helpers import file_contents  # noqa: E402
+import generate_m3di
+from helpers import fails
+from helpers import file_contents as digest
 
 SMALL = ["--n-train", "12", "--n-val", "10", "--n-test", "1", "--image-size", "16",
          "--workers", "1", "--quiet"]
@@ -309,3 +312,53 @@ def test_preview(tmp_path):
 def test_docs_preview_small():
     p = os.path.join(ROOT, "docs", "m3di_preview.png")
     assert os.path.exists(p) and os.path.getsize(p) < 300_000
+
+
+# ------------------------------------------- bad input and hostile conditions ---
+
+GEN = ["--n-train", "5", "--n-val", "3", "--n-test", "3", "--image-size", "16", "--workers", "1",
+       "--quiet"]
+
+
+def test_interrupted_overwrite_keeps_the_old_data_and_continues(tmp_path, monkeypatch):
+    out = tmp_path / "m3di"
+    generate_m3di.main([str(out), *GEN, "--seed", "1"])
+    (out / "notes.txt").write_text("mine")
+    old = digest(out)
+    monkeypatch.setattr(generate_m3di, "TASK_SIZE", 2)
+    real = generate_m3di._render_task
+    calls = []
+
+    def interrupted(task):
+        calls.append(task[1])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(task)
+    monkeypatch.setattr(generate_m3di, "_render_task", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate_m3di.main([str(out), *GEN, "--seed", "2", "--overwrite"])
+    assert digest(out) == old  # Ctrl-C: the old data set is whole
+    monkeypatch.setattr(generate_m3di, "_render_task", real)
+    calls.clear()
+    generate_m3di.main([str(out), *GEN, "--seed", "2", "--overwrite"])
+    fresh = tmp_path / "fresh"
+    generate_m3di.main([str(fresh), *GEN, "--seed", "2"])
+    new = digest(out)
+    assert new.pop("notes.txt") == old["notes.txt"]
+    assert new == digest(fresh)
+    assert not os.path.exists(str(out) + ".partial")
+
+
+def test_generator_output_under_a_file(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    fails(capsys, generate_m3di.main, [afile / "sub", *GEN], str(afile))
+
+
+def test_generator_refuses_the_current_folder_before_rendering(tmp_path, capsys, monkeypatch):
+    (tmp_path / "keep").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    for out in (".", str(tmp_path.parent)):
+        fails(capsys, generate_m3di.main, [out, "--overwrite", "--n-train", "2", "--n-val", "2",
+                                           "--n-test", "2"], "is the current folder or above it")
+    assert os.listdir(tmp_path) == ["keep"]

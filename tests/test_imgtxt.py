@@ -19,19 +19,16 @@ from datasets import EOS, PAD, Multimodal3DIdent, Vocabulary
 from encoders import TextEncoder2D, TextEncoderGRU, image_encoder, text_encoder
 from losses import infonce_loss
 from m3di_fixture import write_m3di
-from cli import UserError, run_cli
+from cli import UserError
 from run import evaluation_seed
 from utils import load_state_dict
+from helpers import IMGTXT_RUN, edit_args, edit_json, fails, train_imgtxt
+from helpers import file_contents as digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type",
                 "r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_m3di(str(tmp_path_factory.mktemp("m3di")), sizes={"train": 16, "val": 10, "test": 10})
 
 
 def run_main(*argv):
@@ -380,3 +377,83 @@ def test_learn_tau_trains_resumes_and_evaluates(data, tmp_path):
     run_main("--datapath", data, "--model-dir", tmp_path, "--model-id", "full", "--evaluate", "--load-args",
              "--seed", 1, "--workers", 0)
     assert json.loads((tmp_path / "full" / "evaluation.json").read_text())["learn_tau"] is True
+
+
+# ------------------------------------------- bad input and hostile conditions ---
+
+def test_runaway_caption_is_cut(tmp_path, capsys):
+    data = write_m3di(str(tmp_path / "d"), sizes={"train": 16, "val": 10, "test": 10})
+    path = os.path.join(data, "train", "text", "text_raw.txt")
+    lines = open(path).read().splitlines()
+    lines[3] = " ".join(["word"] * 50_000)
+    open(path, "w").write("\n".join(lines) + "\n")
+    folder = train_imgtxt(data, tmp_path, steps=1)
+    out = capsys.readouterr().out
+    assert "1 training captions are longer than --max-sequence-length 128 and were cut" in out
+    assert json.loads((folder / "metadata.json").read_text())["sequence_length"] == 128
+
+
+def test_half_written_data_folder_is_refused(data, tmp_path, capsys):
+    half = tmp_path / "half"
+    shutil.copytree(os.path.join(data, "train"), half / "train")
+    fails(capsys, main_imgtxt.main, ["--datapath", half, "--model-dir", tmp_path / "models",
+                                     "--model-id", "x", *IMGTXT_RUN], "has no val/, test/")
+    assert not (tmp_path / "models" / "x").exists()
+
+
+def test_model_evaluated_on_data_of_another_image_size(data, tmp_path, capsys):
+    train_imgtxt(data, tmp_path)
+    bigger = write_m3di(str(tmp_path / "big"), sizes={"train": 16, "val": 10, "test": 10}, image_size=48)
+    fails(capsys, main_imgtxt.main, ["--datapath", bigger, "--model-dir", tmp_path, "--model-id", "r",
+                                     "--evaluate", "--load-args", "--workers", "0", "--no-cuda"],
+          "evaluate on data of the training size")
+
+
+def test_zero_byte_text_encoder(data, tmp_path, capsys):
+    folder = train_imgtxt(data, tmp_path)
+    (folder / "encoder_txt.pt").write_bytes(b"")
+    fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                     "--evaluate", "--load-args", "--workers", "0", "--no-cuda"],
+          "encoder_txt.pt")
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("sequence_length", 0, "sequence_length = 0 is not a sequence length"),
+    ("sequence_length", "12", "sequence_length = '12'"),
+    ("image_size", [8], "image_size = [8] is not [height, width]"),
+    ("hidden_size", None, "hidden_size = None"),
+    ("tau", -1.0, "(key tau): --tau must be a finite number >= 0.0001"),
+])
+def test_imgtxt_restored_values_are_checked(data, tmp_path, capsys, key, value, needle):
+    folder = train_imgtxt(data, tmp_path)
+    derived = key in main_imgtxt.METADATA_KEYS
+    edit_args(folder, **{key: value}) if not derived else edit_json(folder / "metadata.json", **{key: value})
+    before = digest(folder)
+    line = fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                            "--evaluate", "--load-args", "--seed", "9", "--workers", "0",
+                                            "--no-cuda"], needle)
+    assert ("metadata.json" if derived else "args.json") in line
+    assert digest(folder) == before
+    if derived:  # a folder of an older version: the same values in args.json are checked too
+        os.remove(folder / "metadata.json")
+        edit_args(folder, **{key: value})
+        assert "args.json" in fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path,
+                                                               "--model-id", "r", "--evaluate", "--load-args",
+                                                               "--workers", "0", "--no-cuda"], needle)
+
+
+def test_imgtxt_evaluation_refuses_another_tau(data, tmp_path, capsys):
+    train_imgtxt(data, tmp_path, extra=["--tau", "0.5"])
+    fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                     "--evaluate", "--seed", "9", "--workers", "0", "--no-cuda",
+                                     "--hidden-size", "16"], "--tau 0.5, not --tau 1.0; add --load-args")
+
+
+def test_imgtxt_resume_on_data_of_another_image_size(data, tmp_path, capsys):
+    folder = train_imgtxt(data, tmp_path)
+    other = write_m3di(str(tmp_path / "other"), sizes={"train": 16, "val": 10, "test": 10}, image_size=24)
+    before = digest(folder)
+    fails(capsys, main_imgtxt.main, ["--datapath", other, "--model-dir", tmp_path, "--model-id", "r",
+                                     "--resume", "--train-steps", "4", "--workers", "0", "--no-cuda"],
+          "resume on data of the training size")
+    assert digest(folder) == before

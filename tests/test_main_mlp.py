@@ -191,6 +191,7 @@ def test_bad_flag_from_the_command_line(tmp_path):
     assert_one_line_error(run_cli("--model-dir", str(tmp_path), "--content-n", "0"), "--content-n")
 
 
+@pytest.mark.slow
 def test_evaluation_errors_leave_saved_files_intact(tmp_path):
     folder = train(tmp_path)
     evaluate(tmp_path)

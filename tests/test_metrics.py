@@ -80,6 +80,7 @@ def test_kept_lines(tmp_path):
     assert metrics.kept_lines(tmp_path / "none.csv", 9) == (None, [])
 
 
+@pytest.mark.slow
 def test_imgtxt_killed_between_log_steps_resumes_without_duplicates(tmp_path):
     """A real kill: log every step, checkpoint every 4 (steps 1, 5, 9, ...); killed once step 7
     is logged, --resume re-logs the steps after the checkpoint, each step once."""
@@ -182,7 +183,7 @@ def test_report_links_training_curves(tmp_path):
 ])
 def test_resume_refuses_a_damaged_metrics_csv_and_keeps_it(tmp_path, capsys, damage, needle):
     from helpers import file_contents
-    from test_hardening import fails
+    from helpers import fails
     folder = tmp_path / "m"
     train_mlp(folder, 5)
     path = folder / metrics.FILE

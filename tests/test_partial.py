@@ -12,7 +12,7 @@ import report
 from cli import UserError, run_cli
 from helpers import file_contents
 from losses import LpSimCLRLoss, MultiViewLpLoss
-from test_hardening import fails
+from helpers import fails
 
 YAO = "0-4;0,1,2,4,5;0,1,2,3,5;0,1,3,4,5"
 TINY = ["--batch-size", "32", "--train-steps", "3", "--log-steps", "2", "--no-cuda"]

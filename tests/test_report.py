@@ -8,6 +8,8 @@ import pytest
 
 import report
 from cli import UserError
+import main_mlp
+from helpers import fails
 
 NAN = math.nan
 
@@ -352,3 +354,69 @@ def test_a_run_of_another_model_is_not_averaged_as_a_seed(tmp_path):
     md = (folder / "report.md").read_text()
     assert "- p1.0_multi_s2: left out, trained with encoding_size 5 where the other runs have 2" in md
     assert "0.90 ± 0.00 [0.99]" in table_row(md, "| 1.0 |") and "3 runs with results" in md
+
+
+# ------------------------------------------- bad input and hostile conditions ---
+
+def test_report_on_unwritable_folder(tmp_path, capsys):
+    run = tmp_path / "table1" / "p1.0_multi_s0"
+    run.mkdir(parents=True)
+    (run / "args.json").write_text(json.dumps({**vars(main_mlp.build_parser().parse_args([])), "seed": 0}))
+    pd.DataFrame({"encoding": ["hz1"], "predicted_factors": ["c"], "r2_linear": [0.9],
+                  "r2_nonlinear": [0.95]}).to_csv(run / "results.csv")
+    (tmp_path / "table1" / "report.md").mkdir()  # cannot be written as a file
+    fails(capsys, report.main, [tmp_path / "table1"], "cannot write")
+
+
+def write_run(folder, args, results):
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps(args))
+    results.to_csv(folder / "results.csv")
+
+
+SIM_ARGS = {"style_change_prob": 1.0, "statistical_dependence": False, "content_dependent_style": False,
+            "shared_mixing": False, "shared_encoder": False, "content_n": 3}
+
+
+def sim_results(r2=0.95):
+    return pd.DataFrame({"encoding": ["hz1"] * 5, "predicted_factors": ["c", "s", "s~", "m1", "m2"],
+                         "r2_linear": [r2, 0, 0, 0, 0], "r2_nonlinear": [r2, 0, 0, 0, 0]})
+
+
+def test_report_leaves_out_malformed_runs_with_their_reason(tmp_path, data):
+    table1 = tmp_path / "table1"
+    write_run(table1 / "good_s0", SIM_ARGS, sim_results())
+    text = sim_results()
+    text["r2_nonlinear"] = ["high", "0", "0", "0", "0"]
+    write_run(table1 / "text_s0", SIM_ARGS, text)
+    write_run(table1 / "list_s0", [1, 2], sim_results())
+    write_run(table1 / "string_p_s0", {**SIM_ARGS, "style_change_prob": "1.0"}, sim_results())
+    write_run(table1 / "views_s0", {**SIM_ARGS, "n_views": "three"}, sim_results())
+    write_run(table1 / "nan_s0", {**SIM_ARGS, "style_change_prob": float("nan")}, sim_results())
+    write_run(table1 / "header_s0", SIM_ARGS, sim_results().iloc[:0])
+    write_run(table1 / "bytes_s0", SIM_ARGS, sim_results())
+    (table1 / "bytes_s0" / "results.csv").write_bytes(b"\x8f\xe2\x00zq")
+    write_run(table1 / "json_s0", SIM_ARGS, sim_results())
+    (table1 / "json_s0" / "args.json").write_text("{garbled")
+    imgtxt = pd.DataFrame({"ix": [0], "modality": ["image"], "factor_name": ["object_shape"],
+                           "factor_type": ["discrete"], "r2_linreg": [None], "r2_krreg": [None],
+                           "acc_logreg": [0.9], "acc_mlp": [0.9]})
+    write_run(table1 / "imgtxt_s0", {"encoding_size": 4, "datapath": data}, imgtxt)
+    report.main([str(table1)])
+    text = (table1 / "report.md").read_text()
+    assert "1 runs with results" in text
+    for line in ("text_s0: left out, results.csv column r2_nonlinear holds text",
+                 "list_s0: left out, args.json holds a list",
+                 "string_p_s0: left out, args.json has no valid style_change_prob ('1.0')",
+                 "views_s0: left out, args.json has no valid n_views ('three')",
+                 "nan_s0: left out, args.json has no valid style_change_prob (nan)",
+                 "header_s0: left out, results.csv has no rows",
+                 "bytes_s0: left out, results.csv is unreadable (UnicodeDecodeError)",
+                 "json_s0: left out, cannot read args.json",
+                 "imgtxt_s0: left out, results.csv has no column encoding"):
+        assert line in text, text
+
+
+def test_report_of_only_bad_runs_is_one_line(tmp_path, capsys):
+    write_run(tmp_path / "table1" / "list_s0", [1], sim_results())
+    fails(capsys, report.main, [tmp_path / "table1"], "no run with a valid results.csv and args.json")

@@ -7,6 +7,12 @@ import time
 
 import pytest
 import torch
+import json
+import main_imgtxt
+import main_mlp
+import shutil
+from helpers import fails, train_imgtxt, train_mlp
+from helpers import file_contents as digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2",
@@ -35,6 +41,7 @@ def assert_same(a, b, atol=0.0):
             torch.testing.assert_close(a[name][key], b[name][key], rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tmp_path):
     steps = ["--batch-size", "16", "--train-steps", "160", "--log-steps", "40"]
     finish(mlp("--model-dir", str(tmp_path), "--model-id", "whole", *TINY, *steps))
@@ -71,6 +78,7 @@ SETTINGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_two_process_ddp_equals_one_process(tmp_path, setting):
     steps = ["--batch-size", "64", "--train-steps", "4", "--log-steps", "1"]
@@ -125,6 +133,7 @@ def test_global_batchnorm_matches_batchnorm_in_one_process():
     torch.testing.assert_close(bn(x), gbn(x))  # no process group: plain BatchNorm2d
 
 
+@pytest.mark.slow
 def test_two_process_ddp_image_text_equals_one_process(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from m3di_fixture import write_m3di
@@ -153,6 +162,7 @@ def test_two_process_ddp_image_text_equals_one_process(tmp_path):
             torch.testing.assert_close(a[key].float(), b[key].float(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_image_text_resume_after_sigkill(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     from m3di_fixture import write_m3di
@@ -186,6 +196,7 @@ def test_image_text_resume_after_sigkill(tmp_path):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_stop_signal_checkpoints_the_current_step(tmp_path):
     """SLURM's warning (SIGUSR2; SIGTERM takes the same path) between two checkpoints loses no
     steps: the training saves where it is, and --resume ends where an uninterrupted run ends."""
@@ -204,3 +215,47 @@ def test_stop_signal_checkpoints_the_current_step(tmp_path):
     out = finish(mlp("--model-dir", str(tmp_path), "--model-id", "cut", "--resume", "--no-cuda"))
     assert f"at step {step}" in out
     assert_same(encoders(tmp_path / "whole"), encoders(tmp_path / "cut"))
+
+
+# ------------------------------------------- bad input and hostile conditions ---
+
+def test_imgtxt_resume_trains_the_folder_it_is_given(data, tmp_path):
+    original = train_imgtxt(data, tmp_path / "a", steps=2)
+    before = digest(original)
+    copy = tmp_path / "b" / "r"
+    os.makedirs(copy.parent)
+    os.rename(original, copy)  # moved: the path in args.json no longer exists
+    main_imgtxt.main(["--datapath", data, "--model-dir", str(copy.parent), "--model-id", "r",
+                      "--resume", "--train-steps", "4", "--workers", "0", "--no-cuda"])
+    assert torch.load(copy / "checkpoint.pt")["step"] == 4
+    assert json.loads((copy / "args.json").read_text())["train_steps"] == 4
+    assert not original.exists()
+    # A copy: resuming it leaves the original untouched.
+    shutil.copytree(copy, tmp_path / "c" / "r")
+    saved = digest(copy)
+    main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path / "c"), "--model-id", "r",
+                      "--resume", "--train-steps", "5", "--workers", "0", "--no-cuda"])
+    assert digest(copy) == saved and before != saved
+    assert torch.load(tmp_path / "c" / "r" / "checkpoint.pt")["step"] == 5
+
+
+def test_resume_extends_train_steps_and_refuses_other_changes(tmp_path, capsys):
+    folder = train_mlp(tmp_path, steps=3)
+    main_mlp.main(["--model-dir", str(tmp_path), "--model-id", "m", "--resume", "--train-steps", "6"])
+    assert torch.load(folder / "checkpoint.pt")["step"] == 6
+    assert json.loads((folder / "args.json").read_text())["train_steps"] == 6
+    before = digest(folder)
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume", "--lr", "0.5"],
+          "--lr 0.0001, not 0.5")
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume"],
+          "already trained to step 6")
+    # refused before anything is rewritten: args.json keeps the 6 steps the weights have
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume", "--train-steps", "4"],
+          "already trained to step 6")
+    assert digest(folder) == before
+
+
+def test_cosine_schedule_cannot_be_stretched_on_resume(tmp_path, capsys):
+    train_mlp(tmp_path, steps=3, extra=["--lr-schedule", "cosine"])
+    fails(capsys, main_mlp.main, ["--model-dir", tmp_path, "--model-id", "m", "--resume",
+                                  "--train-steps", "6"], "--lr-schedule cosine")

@@ -341,6 +341,7 @@ TINY = {"--content-n": 2, "--style-n": 2, "--modality-n": 2, "--encoding-size": 
         "--train-steps": 3, "--log-steps": 2, "--no-cuda": True}
 
 
+@pytest.mark.slow
 def test_tiny_grid_runs_through_submitit_local_executor(tmp_path, fake_slurm, monkeypatch):
     """The job function for real: training, evaluation, then report.py on the results."""
     monkeypatch.setitem(grids.SCALES, "tiny", {**grids.SCALES["quick"], "sim_train": TINY,

@@ -8,7 +8,7 @@ import main_mlp
 import plans
 import report
 import stamps
-from test_hardening import mlp_eval_args, train_mlp
+from helpers import mlp_eval_args, train_mlp
 
 
 def evaluated(tmp_path, name="m"):
