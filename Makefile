@@ -43,11 +43,15 @@ demo-imgtxt: venv
 
 # The suite in two parts: `make test` leaves out the tests marked slow (over 15 s each on one
 # core: killed and resumed processes, two-process DDP, submitit), which `make test-slow` runs.
+# One thread per process unless OMP_NUM_THREADS says otherwise: the tests' models are tiny,
+# and several test processes (DDP, kills and resumes) would otherwise contend for the cores.
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest
+
 test: venv
-	$(PY) -m pytest -m "not cluster and not slow"
+	$(PYTEST) -m "not cluster and not slow"
 
 test-slow: venv
-	$(PY) -m pytest -m "slow and not cluster"
+	$(PYTEST) -m "slow and not cluster"
 
 # The SLURM launcher on a real one-node cluster of this machine (root, Debian; installs
 # SLURM, munge and MariaDB on first use), with accounting and without: docs/cluster.md.
