@@ -39,7 +39,6 @@ from PIL import Image
 from torchvision import transforms
 
 from cli import UserError
-from facts import SPLITS
 from files import atomic_write_json, read_json
 
 SPECIAL_TOKENS = ("{pad}", "{eos}", "{unk}")
