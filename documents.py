@@ -9,6 +9,8 @@ A block in README.md, REPRODUCTION.md or docs/*.md reads
 with KIND one of
     table       report.py's table of the experiment records folder PATH (e.g. results/quick/table1)
     model       the R² table of the single model records folder PATH (e.g. results/demo/mlp)
+    runs        one row per run whose records folder matches the glob PATH (e.g.
+                results/quick/table1/p0.75_stat_*): the nonlinear R² of every factor from h1
     provenance  one line: the runs under PATH, their commit, machine, dates and wall times
 
     python documents.py            # rewrite every block, and report.py's figures in results/
@@ -32,7 +34,7 @@ from files import atomic_write_text
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DOCUMENTS = ("README.md", "REPRODUCTION.md", "docs/*.md")
 BLOCK = re.compile(r"(<!-- records: (\w+) (\S+) -->\n)(.*?)(<!-- /records -->)", re.S)
-KINDS = ("table", "model", "provenance")
+KINDS = ("table", "model", "runs", "provenance")
 
 
 def document_paths(root=ROOT):
@@ -67,6 +69,24 @@ def model_table(path):
     return "\n".join(lines)
 
 
+def runs_table(pattern, root=ROOT):
+    """Nonlinear R² of every factor from h1, one row per run matching the glob `pattern`, so that
+    a document can name single seeds without typing their numbers."""
+    folders = sorted(f for f in glob.glob(os.path.join(root, pattern)) if os.path.isfile(os.path.join(f, RESULTS_FILE)))
+    if not folders:
+        raise UserError(f"no run records match {pattern}")
+    rows, factors = [], {}
+    for folder in folders:
+        results = report.read_results(os.path.join(folder, RESULTS_FILE))
+        hz1 = results[(results["encoding"] == "hz1") & results["r2_nonlinear"].notna()]
+        rows.append((os.path.basename(folder), dict(zip(hz1["predicted_factors"], hz1["r2_nonlinear"]))))
+        factors.update(dict.fromkeys(hz1["predicted_factors"]))
+    lines = ["| run | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
+    for name, values in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{values[f]:.2f}" if f in values else "-" for f in factors) + " |")
+    return "\n".join(lines)
+
+
 def minutes(seconds):
     return f"{seconds / 60:.1f}"
 
@@ -98,6 +118,8 @@ def provenance_line(path):
 def generate(kind, path, root=ROOT, figures=None):
     """The lines of one block. figures: where report.py writes its report and figures
     (the records folder itself when rewriting, a scratch folder when checking)."""
+    if kind == "runs":
+        return runs_table(path, root)
     full = os.path.join(root, path)
     if not os.path.isdir(full):
         raise UserError(f"records folder not found: {path}")
