@@ -48,8 +48,8 @@ def imgtxt_encodings(model_dir, seed, no_cuda):
     args = main_imgtxt.build_parser().parse_args(["--model-dir", parent or ".", "--model-id", name, "--evaluate",
                                                   "--load-args", "--seed", str(seed), "--datapath",
                                                   saved["datapath"], "--workers", "0"])
-    save_dir, saved = run.evaluation_folder(args, main_imgtxt.build_parser(),
-                                                         main_imgtxt.LOADED_ARGS, check=main_imgtxt.check_args)
+    save_dir, saved = run.evaluation_folder(args, main_imgtxt.build_parser(), main_imgtxt.LOADED_ARGS,
+                                            check=main_imgtxt.check_args, required=main_imgtxt.PUBLISHED_ARGS)
     _, hz, _, _ = main_imgtxt.encode_splits(args, get_device(no_cuda), save_dir, saved)
     return hz["test"], None
 

@@ -36,3 +36,6 @@ RESULT_COLUMNS = {
     "sim": (("encoding", "predicted_factors"), ("r2_linear", "r2_nonlinear")),
     "imgtxt": (("modality", "factor_name", "factor_type"), ("r2_linreg", "r2_krreg", "acc_logreg", "acc_mlp")),
 }
+
+# --view-latents: which encoding coordinates hold each set's content; the first is the default.
+CONTENT_COORDS = ("truth", "split")

@@ -43,6 +43,9 @@ RESULT_COLUMNS = ["ix", "modality", "factor_name", "factor_type", *CONTINUOUS_PR
 # encoders or the loss. (The vocabulary and the sequence length are always the
 # model's own: they come from the model folder.)
 LOADED_ARGS = ("encoding_size", "hidden_size", "tau", "text_encoder", "learn_tau")
+# The ones that every args.json holds, the published script's included (what its --load-args
+# restores): --load-args refuses a folder without one rather than build the model from a default.
+PUBLISHED_ARGS = ("encoding_size", "hidden_size")
 MODALITIES = ("image", "text")
 # Each modality's encoder is saved under the published file name: encoder_img.pt, encoder_txt.pt.
 CHECKPOINT_NAMES = {"image": "encoder_img", "text": "encoder_txt"}
@@ -414,7 +417,8 @@ def factor_rows(modality, hz, splits, device, seed, rows):
 
 
 def evaluate(args, device):
-    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, check=check_args)
+    save_dir, saved = run.evaluation_folder(args, build_parser(), LOADED_ARGS, check=check_args,
+                                            required=PUBLISHED_ARGS)
     seed = args.seed
     set_seed(seed)
     print_args(args)

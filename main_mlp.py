@@ -29,7 +29,7 @@ import viewspec
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
 from encoders import contrastive_loss, whiten_first_layer_
 from losses import LEARN_TAU_HELP, TEMPERATURE, check_learn_tau, check_tau, learned_temperature, load_temperature
-from facts import ARGS_FILE, DISCRETE_KEYS, INITS, RECIPE_DEFAULTS
+from facts import ARGS_FILE, CONTENT_COORDS, DISCRETE_KEYS, INITS, RECIPE_DEFAULTS
 from files import atomic_write_json
 from utils import atomic_torch_save, set_seed, should_log
 
@@ -290,7 +290,7 @@ def identity(args):
     coordinates of each set of views (--content-coords; "truth" where not given), and which
     networks the views share (one file loaded for all views). Same shapes, another model."""
     return {"view_latents": args.view_latents or "",
-            "content_coords": (args.content_coords or "truth") if args.view_latents else "",
+            "content_coords": (args.content_coords or CONTENT_COORDS[0]) if args.view_latents else "",
             "shared_encoder": bool(args.shared_encoder), "shared_mixing": bool(args.shared_mixing)}
 
 

@@ -40,7 +40,7 @@ from torch import nn
 import dependencies
 import probes
 from cli import UserError
-from facts import PARTIAL_COLUMNS, PARTIAL_FILE
+from facts import CONTENT_COORDS, PARTIAL_COLUMNS, PARTIAL_FILE
 from distributed import DistInfo, gather_with_grad
 from encoders import ViewEncoder, simulation_encoder
 from invertible_network_utils import construct_invertible_mlp, mlp_shell
@@ -48,7 +48,7 @@ from losses import LpSimCLRLoss, symmetric_lp_loss
 from utils import load_into
 from viewspec import FLAG, canonical, parse_spec  # noqa: F401 (parse_spec: partial.parse_spec)
 
-MODES = ("truth", "split")
+MODES = CONTENT_COORDS
 MAX_ENCODING = 2**16  # split: coordinates per view at most (each a unit of the encoder's last layer)
 FILE = PARTIAL_FILE
 COLUMNS = PARTIAL_COLUMNS
@@ -129,7 +129,7 @@ def layout(args):
     if alone:
         raise UserError(f"{FLAG}: view {alone[0] + 1} shares no latent with any other view, so "
                         "nothing would train its encoder")
-    coords, sizes = assign_coordinates(views, sets, args.content_coords or "truth", args.encoding_size)
+    coords, sizes = assign_coordinates(views, sets, args.content_coords or MODES[0], args.encoding_size)
     return Layout(views, sets, coords, sizes)
 
 

@@ -33,7 +33,7 @@ import plans  # noqa: E402
 import stamps  # noqa: E402
 import viewspec  # noqa: E402
 from cli import OneLineParser, UserError, first_line, run_cli  # noqa: E402
-from facts import ARGS_FILE, DISCRETE_KEYS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE, RESULTS_FILE  # noqa: E402
+from facts import ARGS_FILE, CONTENT_COORDS, DISCRETE_KEYS, PARTIAL_COLUMNS as PARTIAL_FILE_COLUMNS, PARTIAL_FILE, RESULTS_FILE  # noqa: E402
 from files import atomic_write, atomic_write_text, read_json  # noqa: E402
 
 ENCODING_SIZES = grids.ENCODING_SIZES
@@ -162,7 +162,7 @@ def model_settings(args):
         except UserError:
             pass  # compared as written
     if "view_latents" in out:
-        out["content_coords"] = out.get("content_coords") or "truth"
+        out["content_coords"] = out.get("content_coords") or CONTENT_COORDS[0]
     return out
 
 
@@ -220,11 +220,16 @@ def cell(values, paper=None, stalled=0):
     return text + (f" [{paper_text(paper)}]" if paper is not None else "")
 
 
+# What a setting that args.json leaves as null means (the entry point's fallback).
+EFFECTIVE = {"content_coords": CONTENT_COORDS[0]}
+
+
 def settings_line(runs, keys):
     """'key value; ...' over all runs, listing every distinct value (mixed scales show up)."""
     parts = []
     for key in keys:
-        values = sorted({str(args.get(key)) for _, args, _ in runs})
+        values = sorted({str(EFFECTIVE.get(key) if args.get(key) is None and key in EFFECTIVE else args.get(key))
+                         for _, args, _ in runs})
         parts.append(f"{key} {', '.join(values)}")
     return "; ".join(parts)
 

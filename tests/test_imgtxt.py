@@ -417,6 +417,19 @@ def test_zero_byte_text_encoder(data, tmp_path, capsys):
           "encoder_txt.pt")
 
 
+@pytest.mark.parametrize("key", ["encoding_size", "hidden_size"])
+def test_imgtxt_load_args_refuses_an_args_json_without_a_published_key(data, tmp_path, capsys, key):
+    folder = train_imgtxt(data, tmp_path)
+    saved = json.loads((folder / "args.json").read_text())
+    del saved[key]
+    (folder / "args.json").write_text(json.dumps(saved))
+    before = digest(folder)
+    line = fails(capsys, main_imgtxt.main, ["--datapath", data, "--model-dir", tmp_path, "--model-id", "r",
+                                            "--evaluate", "--load-args", "--workers", "0", "--no-cuda"],
+                 f"has no key {key}: --load-args cannot restore")
+    assert "args.json" in line and digest(folder) == before
+
+
 @pytest.mark.parametrize("key, value, needle", [
     ("sequence_length", 0, "sequence_length = 0 is not a sequence length"),
     ("sequence_length", "12", "sequence_length = '12'"),

@@ -289,6 +289,7 @@ def test_runs_of_other_view_lists_are_not_seeds_of_one_row(tmp_path, partial_mod
     report.write_report(str(folder), "partial")
     md = (folder / "report.md").read_text()
     assert "Model `view_latents 0-2;1,2`:" in md and "Model `view_latents 0-2;1;1,2`:" in md
+    assert "; content_coords truth;" in md  # null in args.json: the default the model was built with
     sections = md.split("Model `")
     two = next(s for s in sections if s.startswith("view_latents 0-2;1,2`"))
     three = next(s for s in sections if s.startswith("view_latents 0-2;1;1,2`"))
