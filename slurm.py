@@ -10,8 +10,8 @@ is recorded in the job's model folder:
                  sbatch script, pickles and the SLURM logs (<job id>_0_log.out/.err)
 A rerun of the command skips finished runs, and jobs that SLURM reports as still pending
 or running (squeue; sacct too where the cluster keeps accounting); it resubmits the rest,
-which continue from their checkpoints. Every training's flags pass the entry point's own
-checks before anything is submitted.
+which continue from their checkpoints. Every training's and evaluation's flags pass the
+entry point's own checks before anything is submitted.
 No torch and no submitit at import: experiments.py imports this module for its flags.
 """
 import importlib
@@ -299,16 +299,20 @@ def dry_parse(script, argv):
     entry.check_args(parser.parse_args(argv))
 
 
+CHECKED = {"train": "training", "evaluate": "evaluation"}  # the steps that run an entry point
+
+
 def check_commands(jobs):
-    """Every training passes its entry point's checks here, before anything is submitted:
-    an impossible combination of flags is one line now, not a failure of every job on the nodes."""
+    """Every training and evaluation passes its entry point's checks here, before anything is
+    submitted: an impossible combination of flags is one line now, not a failure of every job
+    on the nodes. (An evaluation's --load-args settings come from args.json when it runs.)"""
     for job in jobs:
         for step in job.steps:
-            if step.kind == "train":
+            if step.kind in CHECKED:
                 try:
                     dry_parse(step.cmd[1], step.cmd[2:])
                 except UserError as err:
-                    raise UserError(f"{os.path.basename(step.cmd[1])} would refuse the training of "
+                    raise UserError(f"{os.path.basename(step.cmd[1])} would refuse the {CHECKED[step.kind]} of "
                                     f"{step.folder}: {err}") from None
 
 

@@ -1,6 +1,7 @@
 """experiments.py --launcher slurm without a cluster: fake sbatch/sacct/squeue/scancel/srun
 record what is submitted; a tiny grid runs for real through submitit's local executor."""
 import contextlib
+import dataclasses
 import json
 import os
 import pickle
@@ -227,6 +228,15 @@ def test_impossible_flags_are_refused_before_submission(tmp_path, fake_slurm):
     with pytest.raises(UserError, match=r"main_mlp.py would refuse the training of .*table4/p1.0_multi_nm0_s0: "
                                         r"--lr-schedule cosine needs at least 2 steps after --warmup-steps"):
         submit(tmp_path, "table4", "--seeds", "1", "--train-steps", "101")
+    assert fake_slurm.calls("sbatch") == []
+
+
+def test_an_evaluation_the_entry_point_would_refuse_is_refused_before_submission(tmp_path, fake_slurm, monkeypatch):
+    record = grids.EXPERIMENTS["table4"]
+    monkeypatch.setitem(grids.EXPERIMENTS, "table4", dataclasses.replace(record, eval_flags={"--num-eval-batches": 0}))
+    with pytest.raises(UserError, match=r"main_mlp.py would refuse the evaluation of .*table4/p1.0_multi_nm0_s0: "
+                                        r"--num-eval-batches must be at least 1, got 0"):
+        submit(tmp_path, "table4", "--seeds", "1")
     assert fake_slurm.calls("sbatch") == []
 
 
