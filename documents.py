@@ -83,7 +83,8 @@ def runs_table(pattern, root=ROOT):
         factors.update(dict.fromkeys(hz1["predicted_factors"]))
     lines = ["| run | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
     for name, values in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{values[f]:.2f}" if f in values else "-" for f in factors) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{values[f]:.2f}".replace("-0.00", "0.00") if f in values
+                                                   else "-" for f in factors) + " |")
     return "\n".join(lines)
 
 

@@ -69,6 +69,6 @@ def test_a_runs_block_lists_each_run_with_its_results(records):
     results = documents.report.read_results(str(records / "results" / "demo" / "mlp" / "results.csv"))
     hz1 = results[(results.encoding == "hz1") & results.r2_nonlinear.notna()]
     assert lines[0] == "| run | " + " | ".join(hz1.predicted_factors) + " |" and len(lines) == 3
-    assert lines[2] == "| mlp | " + " | ".join(f"{v:.2f}" for v in hz1.r2_nonlinear) + " |"
+    assert lines[2] == "| mlp | " + " | ".join(f"{v:.2f}".replace("-0.00", "0.00") for v in hz1.r2_nonlinear) + " |"
     with pytest.raises(UserError, match="no run records match results/none_\\*"):
         documents.runs_table("results/none_*", root=str(records))
