@@ -220,16 +220,13 @@ def cell(values, paper=None, stalled=0):
     return text + (f" [{paper_text(paper)}]" if paper is not None else "")
 
 
-# What a setting that args.json leaves as null means (the entry point's fallback).
-EFFECTIVE = {"content_coords": CONTENT_COORDS[0]}
-
-
 def settings_line(runs, keys):
-    """'key value; ...' over all runs, listing every distinct value (mixed scales show up)."""
+    """'key value; ...' over all runs, listing every distinct value (mixed scales show up), model
+    settings as model_settings reads them (no --content-coords is truth)."""
+    shown = [{**args, **model_settings(args)} for _, args, _ in runs]
     parts = []
     for key in keys:
-        values = sorted({str(EFFECTIVE.get(key) if args.get(key) is None and key in EFFECTIVE else args.get(key))
-                         for _, args, _ in runs})
+        values = sorted({str(args.get(key)) for args in shown})
         parts.append(f"{key} {', '.join(values)}")
     return "; ".join(parts)
 
