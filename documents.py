@@ -81,10 +81,16 @@ def runs_table(pattern, root=ROOT):
         hz1 = results[(results["encoding"] == "hz1") & results["r2_nonlinear"].notna()]
         rows.append((os.path.basename(folder), dict(zip(hz1["predicted_factors"], hz1["r2_nonlinear"]))))
         factors.update(dict.fromkeys(hz1["predicted_factors"]))
-    lines = ["| run | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
-    for name, values in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{values[f]:.2f}".replace("-0.00", "0.00") if f in values
-                                                   else "-" for f in factors) + " |")
+    # evaluations.py's repeated evaluations, where a run has them: a verdict near a threshold rests on these
+    spreads = [report.evaluation_spread(os.path.join(folder, "evaluations.csv"), "c") for folder in folders]
+    extra = [" c over evaluation seeds |"] if any(spreads) else []
+    lines = ["| run | " + " | ".join(factors) + " |" + "".join(extra), "|---" * (len(factors) + 1 + len(extra)) + "|"]
+    for (name, values), spread in zip(rows, spreads):
+        cells = [f"{values[f]:.2f}".replace("-0.00", "0.00") if f in values else "-" for f in factors]
+        if extra:
+            cells.append("-" if spread is None else
+                         f"{spread[0]:.3f} ± {spread[1]:.3f} (min {spread[2]:.3f}, {spread[4]} seeds)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

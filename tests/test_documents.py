@@ -72,3 +72,17 @@ def test_a_runs_block_lists_each_run_with_its_results(records):
     assert lines[2] == "| mlp | " + " | ".join(f"{v:.2f}".replace("-0.00", "0.00") for v in hz1.r2_nonlinear) + " |"
     with pytest.raises(UserError, match="no run records match results/none_\\*"):
         documents.runs_table("results/none_*", root=str(records))
+
+
+def test_a_runs_block_gives_the_spread_over_evaluation_seeds_where_a_run_has_it(records, tmp_path):
+    import shutil
+    import pandas as pd
+    root = tmp_path / "root"
+    for name in ("a_s0", "a_s1"):
+        shutil.copytree(records / "results" / "demo" / "mlp", root / "results" / name)
+    rows = [{"encoding": "hz1", "predicted_factors": "c", "r2_nonlinear": v, "eval_seed": s}
+            for s, v in ((101, 0.5), (102, 0.6), (103, 0.7))]
+    pd.DataFrame(rows).to_csv(root / "results" / "a_s1" / "evaluations.csv", index=False)
+    lines = documents.runs_table("results/a_*", root=str(root)).splitlines()
+    assert lines[0].endswith("| c over evaluation seeds |") and lines[1].count("|---") == lines[0].count(" | ") + 1
+    assert lines[2].endswith("| - |") and lines[3].endswith("| 0.600 ± 0.100 (min 0.500, 3 seeds) |")
