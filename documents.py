@@ -61,12 +61,12 @@ def model_table(path):
     results = report.read_results(os.path.join(path, RESULTS_FILE))
     results = results[results[["r2_linear", "r2_nonlinear"]].notna().any(axis=1)]  # c' without --permuted-content
     factors = list(dict.fromkeys(results["predicted_factors"]))
-    lines = ["| encoding | " + " | ".join(factors) + " |", "|---" * (len(factors) + 1) + "|"]
+    table = []
     for encoding, rows in results.groupby("encoding", sort=False):
         for column, probe in (("r2_linear", "linear"), ("r2_nonlinear", "nonlinear")):
             values = dict(zip(rows["predicted_factors"], rows[column]))
-            lines.append(f"| {encoding} ({probe} R²) | " + " | ".join(f"{values[f]:.3f}" for f in factors) + " |")
-    return "\n".join(lines)
+            table.append([f"{encoding} ({probe} R²)", *(f"{values[f]:.3f}" for f in factors)])
+    return report.markdown_table(["encoding", *factors], table)
 
 
 def runs_table(pattern, root=ROOT):
@@ -83,15 +83,15 @@ def runs_table(pattern, root=ROOT):
         factors.update(dict.fromkeys(hz1["predicted_factors"]))
     # evaluations.py's repeated evaluations, where a run has them: a verdict near a threshold rests on these
     spreads = [report.evaluation_spread(os.path.join(folder, "evaluations.csv"), "c") for folder in folders]
-    extra = [" c over evaluation seeds |"] if any(spreads) else []
-    lines = ["| run | " + " | ".join(factors) + " |" + "".join(extra), "|---" * (len(factors) + 1 + len(extra)) + "|"]
+    extra = ["c over evaluation seeds"] if any(spreads) else []
+    table = []
     for (name, values), spread in zip(rows, spreads):
         cells = [f"{values[f]:.2f}".replace("-0.00", "0.00") if f in values else "-" for f in factors]
         if extra:
             cells.append("-" if spread is None else
                          f"{spread[0]:.3f} ± {spread[1]:.3f} (min {spread[2]:.3f}, {spread[4]} seeds)")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append([name, *cells])
+    return report.markdown_table(["run", *factors, *extra], table)
 
 
 def minutes(seconds):
