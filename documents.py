@@ -28,7 +28,7 @@ import tempfile
 
 import report
 from cli import OneLineParser, UserError, run_cli
-from facts import RESULTS_FILE
+from facts import ARGS_FILE, RESULTS_FILE
 from files import atomic_write_text
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -57,8 +57,11 @@ def model_folders(path):
 
 
 def model_table(path):
-    """A simulation model's results.csv as one row per encoding and probe, one column per factor."""
+    """A simulation model's results.csv as one row per encoding and probe, one column per factor;
+    an image/text model's as one row per modality and factor."""
     results = report.read_results(os.path.join(path, RESULTS_FILE))
+    if "modality" in results.columns:
+        return imgtxt_model_table(path, results)
     results = results[results[["r2_linear", "r2_nonlinear"]].notna().any(axis=1)]  # c' without --permuted-content
     factors = list(dict.fromkeys(results["predicted_factors"]))
     table = []
@@ -67,6 +70,24 @@ def model_table(path):
             values = dict(zip(rows["predicted_factors"], rows[column]))
             table.append([f"{encoding} ({probe} R²)", *(f"{values[f]:.3f}" for f in factors)])
     return report.markdown_table(["encoding", *factors], table)
+
+
+def imgtxt_model_table(path, results):
+    """Figure 3's probe per factor (MLP accuracy, kernel-ridge R²) with the paper's value at the
+    model's encoding size, read off the paper's plot, where it shows one."""
+    args = read_json_or_none(os.path.join(path, ARGS_FILE)) or {}
+    size = args.get("encoding_size")
+    column = report.ENCODING_SIZES.index(size) if size in report.ENCODING_SIZES else None
+    table = []
+    for _, r in results.iterrows():
+        metric = report.FIG3_METRIC.get(r["factor_type"])
+        if metric is None:
+            continue
+        paper = report.grids.FIGURE3.get((r["modality"], r["factor_name"]))
+        paper = report.paper_text(paper[column]) if paper and column is not None else ""
+        table.append([r["modality"], r["factor_name"], "R²" if metric == "r2_krreg" else "acc.",
+                      report.number(r[metric]), paper or "-"])
+    return report.markdown_table(["modality", "factor", "metric", "measured", f"paper, size {size}"], table)
 
 
 def runs_table(pattern, root=ROOT):

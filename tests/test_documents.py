@@ -86,3 +86,20 @@ def test_a_runs_block_gives_the_spread_over_evaluation_seeds_where_a_run_has_it(
     lines = documents.runs_table("results/a_*", root=str(root)).splitlines()
     assert lines[0].endswith("| c over evaluation seeds |") and lines[1].count("|---") == lines[0].count(" | ") + 1
     assert lines[2].endswith("| - |") and lines[3].endswith("| 0.600 ± 0.100 (min 0.500, 3 seeds) |")
+
+
+def test_image_text_model_table_gives_figure3_probe_and_paper_value(tmp_path):
+    rows = [("image", "object_shape", "discrete", 0.1, 0.2, 0.5, 0.91),
+            ("image", "object_color", "continuous", 0.7, 0.83, None, None),
+            ("image", "background_color", "continuous", -0.001, -0.004, None, None),
+            ("text", "text_phrasing", "discrete", 0.1, 0.2, 0.3, 0.33)]
+    header = "ix,modality,factor_name,factor_type,r2_linreg,r2_krreg,acc_logreg,acc_mlp\n"
+    lines = [",".join("" if v is None else str(v) for v in (i, *row)) for i, row in enumerate(rows)]
+    (tmp_path / "results.csv").write_text(header + "\n".join(lines) + "\n")
+    (tmp_path / "args.json").write_text(json.dumps({"encoding_size": 4, "datapath": "data"}))
+    table = documents.model_table(str(tmp_path)).splitlines()
+    assert table[0] == "| modality | factor | metric | measured | paper, size 4 |"
+    assert table[2:] == ["| image | object_shape | acc. | 0.91 | 0.88 |",
+                         "| image | object_color | R² | 0.83 | 0.92–0.99 |",
+                         "| image | background_color | R² | 0.00 | ≤0.05 |",
+                         "| text | text_phrasing | acc. | 0.33 | 0.49–0.78 |"]
