@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 
+import grids
 import report
 from cli import OneLineParser, UserError, run_cli
 from facts import ARGS_FILE, RESULTS_FILE
@@ -83,9 +84,9 @@ def imgtxt_model_table(path, results):
         metric = report.FIG3_METRIC.get(r["factor_type"])
         if metric is None:
             continue
-        paper = report.grids.FIGURE3.get((r["modality"], r["factor_name"]))
-        paper = report.paper_text(paper[column]) if paper and column is not None else ""
-        table.append([r["modality"], r["factor_name"], "R²" if metric == "r2_krreg" else "acc.",
+        by_size = grids.FIGURE3.get((r["modality"], r["factor_name"]))
+        paper = report.paper_text(by_size[column]) if by_size and column is not None else ""
+        table.append([r["modality"], r["factor_name"], "R²" if r["factor_type"] == "continuous" else "acc.",
                       report.number(r[metric]), paper or "-"])
     return report.markdown_table(["modality", "factor", "metric", "measured", f"paper, size {size}"], table)
 
@@ -107,7 +108,7 @@ def runs_table(pattern, root=ROOT):
     extra = ["c over evaluation seeds"] if any(spreads) else []
     table = []
     for (name, values), spread in zip(rows, spreads):
-        cells = [f"{values[f]:.2f}".replace("-0.00", "0.00") if f in values else "-" for f in factors]
+        cells = [report.number(values[f]) if f in values else "-" for f in factors]
         if extra:
             cells.append("-" if spread is None else
                          f"{spread[0]:.3f} ± {spread[1]:.3f} (min {spread[2]:.3f}, {spread[4]} seeds)")
