@@ -11,6 +11,9 @@ with KIND one of
     model       the R² table of the single model records folder PATH (e.g. results/demo/mlp)
     runs        one row per run whose records folder matches the glob PATH (e.g.
                 results/quick/table1/p0.75_stat_*): the nonlinear R² of every factor from h1
+    directions  one row per run whose records folder matches the glob PATH: the linear R² from h1
+                of each canonical content direction (directions.py's directions.csv), best first,
+                with its style gain |B u| where the style copies the content
     provenance  one line: the runs under PATH, their commit, machine, dates and wall times
 
     python documents.py            # rewrite every block, and report.py's figures in results/
@@ -26,6 +29,9 @@ import re
 import sys
 import tempfile
 
+import numpy as np
+import pandas as pd
+
 import grids
 import report
 from cli import OneLineParser, UserError, run_cli
@@ -35,7 +41,7 @@ from files import atomic_write_text
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DOCUMENTS = ("README.md", "REPRODUCTION.md", "docs/*.md")
 BLOCK = re.compile(r"(<!-- records: (\w+) (\S+) -->\n)(.*?)(<!-- /records -->)", re.S)
-KINDS = ("table", "model", "runs", "provenance")
+KINDS = ("table", "model", "runs", "directions", "provenance")
 
 
 def document_paths(root=ROOT):
@@ -91,12 +97,18 @@ def imgtxt_model_table(path, results):
     return report.markdown_table(["modality", "factor", "metric", "measured", f"paper, size {size}"], table)
 
 
+def run_records(pattern, root, name=RESULTS_FILE):
+    """The run records folders matching the glob `pattern` that hold the file `name`."""
+    folders = sorted(f for f in glob.glob(os.path.join(root, pattern)) if os.path.isfile(os.path.join(f, name)))
+    if not folders:
+        raise UserError(f"no run records with {name} match {pattern}")
+    return folders
+
+
 def runs_table(pattern, root=ROOT):
     """Nonlinear R² of every factor from h1, one row per run matching the glob `pattern`, so that
     a document can name single seeds without typing their numbers."""
-    folders = sorted(f for f in glob.glob(os.path.join(root, pattern)) if os.path.isfile(os.path.join(f, RESULTS_FILE)))
-    if not folders:
-        raise UserError(f"no run records match {pattern}")
+    folders = run_records(pattern, root)
     rows, factors = [], {}
     for folder in folders:
         results = report.read_results(os.path.join(folder, RESULTS_FILE))
@@ -114,6 +126,18 @@ def runs_table(pattern, root=ROOT):
                          f"{spread[0]:.3f} ± {spread[1]:.3f} (min {spread[2]:.3f}, {spread[4]} seeds)")
         table.append([name, *cells])
     return report.markdown_table(["run", *factors, *extra], table)
+
+
+def directions_table(pattern, root=ROOT):
+    """Per run, h1's canonical content directions (best recovered first): linear R², and in
+    brackets the style gain |B u| of the direction u where the style copies the content."""
+    table = []
+    for folder in run_records(pattern, root, "directions.csv"):
+        d = pd.read_csv(os.path.join(folder, "directions.csv"))
+        d = d[(d["encoding"] == "hz1") & (d["block"] == "c") & (d["basis"] == "canonical")].sort_values("direction")
+        cells = [f"{r:.3f}" if np.isnan(g) else f"{r:.3f} ({g:.2f})" for r, g in zip(d["r2_linear"], d["style_gain"])]
+        table.append([os.path.basename(folder), ", ".join(cells)])
+    return report.markdown_table(["run", "canonical content directions: linear R² from h1 (style gain)"], table)
 
 
 def minutes(seconds):
@@ -149,6 +173,8 @@ def generate(kind, path, root=ROOT, figures=None):
     (the records folder itself when rewriting, a scratch folder when checking)."""
     if kind == "runs":
         return runs_table(path, root)
+    if kind == "directions":
+        return directions_table(path, root)
     full = os.path.join(root, path)
     if not os.path.isdir(full):
         raise UserError(f"records folder not found: {path}")

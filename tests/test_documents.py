@@ -70,7 +70,7 @@ def test_a_runs_block_lists_each_run_with_its_results(records):
     hz1 = results[(results.encoding == "hz1") & results.r2_nonlinear.notna()]
     assert lines[0] == "| run | " + " | ".join(hz1.predicted_factors) + " |" and len(lines) == 3
     assert lines[2] == "| mlp | " + " | ".join(f"{v:.2f}".replace("-0.00", "0.00") for v in hz1.r2_nonlinear) + " |"
-    with pytest.raises(UserError, match="no run records match results/none_\\*"):
+    with pytest.raises(UserError, match="no run records with results.csv match results/none_\\*"):
         documents.runs_table("results/none_*", root=str(records))
 
 
@@ -86,6 +86,29 @@ def test_a_runs_block_gives_the_spread_over_evaluation_seeds_where_a_run_has_it(
     lines = documents.runs_table("results/a_*", root=str(root)).splitlines()
     assert lines[0].endswith("| c over evaluation seeds |") and lines[1].count("|---") == lines[0].count(" | ") + 1
     assert lines[2].endswith("| - |") and lines[3].endswith("| 0.600 ± 0.100 (min 0.500, 3 seeds) |")
+
+
+def test_a_directions_block_lists_h1s_canonical_content_directions_with_style_gains(records, tmp_path):
+    import shutil
+    import pandas as pd
+    import directions
+    root = tmp_path / "root"
+    shutil.copytree(records / "results" / "demo" / "mlp", root / "results" / "b_s0")
+    directions.main([str(root / "results" / "b_s0")])  # a model without B: no style gains
+    made = pd.read_csv(root / "results" / "b_s0" / "directions.csv")
+    made = made[(made.encoding == "hz1") & (made.block == "c") & (made.basis == "canonical")]
+    os.makedirs(root / "results" / "b_s1")
+    rows = [{"encoding": e, "block": b, "basis": basis, "direction": k, "variance_share": 0.5,
+             "r2_linear": r2 + (e == "hz2") + (basis == "principal"), "style_gain": gain}
+            for e in ("hz1", "hz2") for b in ("c", "s") for basis in ("principal", "canonical")
+            for k, r2, gain in ((2, 0.8123, 0.061), (1, 0.9871, 1.625))]
+    pd.DataFrame(rows).to_csv(root / "results" / "b_s1" / "directions.csv", index=False)
+    lines = documents.directions_table("results/b_*", root=str(root)).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| run | canonical content directions")
+    assert lines[2] == "| b_s0 | " + ", ".join(f"{v:.3f}" for v in made.r2_linear) + " |"
+    assert lines[3] == "| b_s1 | 0.987 (1.62), 0.812 (0.06) |"
+    with pytest.raises(UserError, match="no run records with directions.csv match results/demo/\\*"):
+        documents.directions_table("results/demo/*", root=str(records))
 
 
 def test_image_text_model_table_gives_figure3_probe_and_paper_value(tmp_path):
