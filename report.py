@@ -600,14 +600,24 @@ def size_values(folder, runs, notes):
         for key, value in (("estimate", estimate), ("truth", truth), ("twonn", twonn),
                            *((f, float(hz1.get(f, math.nan))) for f in ("c", "s", "m1"))):
             row.setdefault(key, []).append(value)
+        if row["learn_tau"]:
+            row.setdefault("tau_end", []).append(final_tau(os.path.join(folder, name)))
     return table
+
+
+def final_tau(run_folder):
+    """The learned temperature at the last logged step (metrics.csv's tau), or nan."""
+    try:
+        return float(pd.read_csv(os.path.join(run_folder, "metrics.csv"))["tau"].iloc[-1])
+    except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return math.nan
 
 
 def size_report(folder, runs, notes, png):
     values = size_values(folder, runs, notes)
     if not values:
         raise UserError(f"no run in {folder} has a content_size.csv (evaluated with --estimate-content-size?)")
-    rows = [[name, v["encoding_size"], "learned" if v["learn_tau"] else "fixed",
+    rows = [[name, v["encoding_size"], f"learned, ends {cell(v['tau_end'])}" if v["learn_tau"] else "fixed",
              ", ".join(map(str, v["estimate"])), ", ".join(sorted(set(map(str, v["truth"])))),
              cell(v["twonn"]), cell(v["c"]), cell(v["s"]), cell(v["m1"])] for name, v in values.items()]
     table = markdown_table(["row", "encoding size", "tau", "estimate (per seed)", "truth", "TwoNN",
@@ -792,7 +802,8 @@ def build_report(folder, experiment, into=None):
         legend = ("Each row: one setting, encoding size and temperature (fixed --tau, or learned with "
                   "--learn-tau). The estimate (content_size.py: the smaller of the rounded mean TwoNN "
                   "intrinsic dimension and the count of canonical correlations >= 0.9 between the "
-                  "views' test encodings) of each seed, the true content size, the "
+                  "views' test encodings) of each seed, the true content size (a learned "
+                  "temperature starts at --tau; its value at the last logged step), the "
                   "mean TwoNN value, and the nonlinear R² of content, style and m_1 from hz1 (mean ± "
                   "std over seeds). Not in the paper, so there is no paper column.")
     elif record.layout == "views":

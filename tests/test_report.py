@@ -247,6 +247,8 @@ def test_content_size_report(tmp_path):
             path = sim_run(folder, f"{name}_s{seed}", r2={"c": 0.95, "s": 0.01}, seed=seed)
             args = json.loads((path / "args.json").read_text())
             (path / "args.json").write_text(json.dumps({**args, "encoding_size": size, "learn_tau": learn}))
+            if learn:  # the learned temperature at each logged step
+                pd.DataFrame({"step": [1, 11], "tau": [1.0, 1.2 + 0.1 * seed]}).to_csv(path / "metrics.csv", index=False)
             pd.DataFrame({"estimator": ["twonn", "twonn", "mle"], "encoding": ["hz1", "hz2", "hz1"],
                           "value": [estimate + 0.2, estimate - 0.1, 9.0], "estimate": estimate, "truth": 3}).to_csv(
                 path / "content_size.csv", index=False)
@@ -255,7 +257,8 @@ def test_content_size_report(tmp_path):
     md = (folder / "report.md").read_text()
     assert table_row(md, "| p1.0_multi_enc3 |") == ["p1.0_multi_enc3", "3", "fixed", "3, 3", "3", "3.05 ± 0.00",
                                                     "0.95 ± 0.00", "0.01 ± 0.00", "0.00 ± 0.00"]
-    assert table_row(md, "| p1.0_multi_enc6_lt |")[:5] == ["p1.0_multi_enc6_lt", "6", "learned", "3, 4", "3"]
+    assert table_row(md, "| p1.0_multi_enc6_lt |")[:5] == ["p1.0_multi_enc6_lt", "6", "learned, ends 1.25 ± 0.07",
+                                                              "3, 4", "3"]
     assert "p0.75_multi_enc9_s0: no readable content_size.csv" in md
     assert_png(folder / "content_size.png")
 
