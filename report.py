@@ -29,6 +29,7 @@ import pandas as pd  # noqa: E402
 import curves  # noqa: E402
 import dependencies  # noqa: E402
 import grids  # noqa: E402
+import metrics  # noqa: E402
 import plans  # noqa: E402
 import stamps  # noqa: E402
 import viewspec  # noqa: E402
@@ -608,8 +609,8 @@ def size_values(folder, runs, notes):
 def final_tau(run_folder):
     """The learned temperature at the last logged step (metrics.csv's tau), or nan."""
     try:
-        return float(pd.read_csv(os.path.join(run_folder, "metrics.csv"))["tau"].iloc[-1])
-    except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return float(metrics.read_metrics(os.path.join(run_folder, metrics.FILE))["tau"].iloc[-1])
+    except (OSError, ValueError, KeyError, IndexError):
         return math.nan
 
 
@@ -800,10 +801,10 @@ def build_report(folder, experiment, into=None):
     elif record.layout == "content_size":
         table = size_report(folder, runs, notes, png)
         legend = ("Each row: one setting, encoding size and temperature (fixed --tau, or learned with "
-                  "--learn-tau). The estimate (content_size.py: the smaller of the rounded mean TwoNN "
+                  "--learn-tau from --tau; 'ends' gives its value at the last logged step, mean ± std "
+                  "over seeds). The estimate (content_size.py: the smaller of the rounded mean TwoNN "
                   "intrinsic dimension and the count of canonical correlations >= 0.9 between the "
-                  "views' test encodings) of each seed, the true content size (a learned "
-                  "temperature starts at --tau; its value at the last logged step), the "
+                  "views' test encodings) of each seed, the true content size, the "
                   "mean TwoNN value, and the nonlinear R² of content, style and m_1 from hz1 (mean ± "
                   "std over seeds). Not in the paper, so there is no paper column.")
     elif record.layout == "views":
