@@ -7,7 +7,9 @@ seed draws fresh evaluation pairs; image/text's exact protocol encodes the fixed
 test split with fixed probe seeds, so there every seed gives the same numbers.
 The model folder then holds evaluations.csv: every results.csv row with its
 eval_seed, and provenance.json an "evaluations" list with each evaluation's
-entry. The printed table gives, per row, the mean, sample standard deviation,
+entry. Both are rewritten after each seed, so a rerun of the same command after
+a kill keeps the seeds already evaluated at the same --num-eval-batches and
+evaluates only the rest. The printed table gives, per row, the mean, sample standard deviation,
 minimum and maximum over the seeds. The model's own results.csv is not changed.
 
 Each evaluation runs in a scratch folder that links the model's files, so the
@@ -101,20 +103,47 @@ def main(argv=None):
     extra = [*(["--num-eval-batches", str(args.num_eval_batches)] if args.num_eval_batches else []),
              *(["--datapath", args.datapath or saved["datapath"]] if "datapath" in saved else [])]
     main = entry_point(saved)
-    tables, entries = [], []
+    tables, entries = finished(args.model, seeds, args.num_eval_batches)
     with tempfile.TemporaryDirectory(prefix="evaluations.") as scratch_root:
         for seed in seeds:
-            table, entry = evaluate_once(main, args.model, seed, extra, scratch_root)
-            tables.append(table)
-            entries.append(entry)
-    table = pd.concat(tables, ignore_index=True)
-    with FolderLock(args.model):  # refused while a training or evaluation writes into the folder
-        atomic_write_csv(table, os.path.join(args.model, FILE))
-        record_entries(args.model, entries)
+            if seed in tables:
+                print(f"evaluation seed {seed}: kept from {os.path.join(args.model, FILE)}")
+                continue
+            tables[seed], entries[seed] = evaluate_once(main, args.model, seed, extra, scratch_root)
+            write(args.model, [tables[s] for s in seeds if s in tables], [entries[s] for s in seeds if s in entries])
+    write(args.model, [tables[s] for s in seeds], [entries[s] for s in seeds])  # drops seeds not asked for
+    table = pd.concat([tables[s] for s in seeds], ignore_index=True)
     print(f"Over evaluation seeds {', '.join(map(str, seeds))} (mean, std, min, max):")
     print(summary(table).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     print(f"wrote {os.path.join(args.model, FILE)}")
     return 0
+
+
+def batches_of(entry):
+    """The --num-eval-batches in an evaluation's recorded command (None: the model's own)."""
+    command = entry.get("command", [])
+    return int(command[command.index("--num-eval-batches") + 1]) if "--num-eval-batches" in command else None
+
+
+def finished(model_dir, seeds, batches):
+    """Rows and entries, by seed, of the requested seeds an earlier run evaluated at the same size."""
+    path = os.path.join(model_dir, FILE)
+    if not os.path.exists(path):
+        return {}, {}
+    table = pd.read_csv(path, float_precision="round_trip")
+    if "eval_seed" not in table.columns:
+        raise UserError(f"{path} has no eval_seed column: it was not written by evaluations.py")
+    entries = {e["eval_seed"]: e for e in provenance.load(model_dir).get("evaluations", [])
+               if e.get("eval_seed") in seeds and batches_of(e) == batches}
+    rows = {s: table[table.eval_seed == s].reset_index(drop=True) for s in entries}
+    return {s: r for s, r in rows.items() if len(r)}, {s: entries[s] for s, r in rows.items() if len(r)}
+
+
+def write(model_dir, tables, entries):
+    """evaluations.csv and provenance's list as they stand: a kill keeps every finished seed."""
+    with FolderLock(model_dir):  # refused while a training or evaluation writes into the folder
+        atomic_write_csv(pd.concat(tables, ignore_index=True), os.path.join(model_dir, FILE))
+        record_entries(model_dir, entries)
 
 
 def record_entries(model_dir, entries):

@@ -68,3 +68,43 @@ def test_image_text_models_take_their_datapath_from_args_json(tmp_path):
     evaluations.main([str(tmp_path / "it"), "--seeds", "1,2"])
     table = pd.read_csv(tmp_path / "it" / evaluations.FILE)
     assert list(table.eval_seed.unique()) == [1, 2] and {"modality", "factor_name"} <= set(table.columns)
+
+
+def test_a_rerun_keeps_finished_seeds_and_evaluates_the_rest(model, monkeypatch):
+    folder = str(model / "m")
+    evaluations.main([folder, "--seeds", "11-12", "--num-eval-batches", "1"])
+    first = pd.read_csv(os.path.join(folder, evaluations.FILE))
+    calls = []
+    real = evaluations.evaluate_once
+    monkeypatch.setattr(evaluations, "evaluate_once", lambda main, d, seed, *a: calls.append(seed) or real(main, d, seed, *a))
+    evaluations.main([folder, "--seeds", "11-13", "--num-eval-batches", "1"])
+    assert calls == [13]  # 11 and 12 kept
+    table = pd.read_csv(os.path.join(folder, evaluations.FILE))
+    pd.testing.assert_frame_equal(table[table.eval_seed < 13].reset_index(drop=True), first, check_exact=True)
+    entries = json.loads(open(os.path.join(folder, "provenance.json")).read())["evaluations"]
+    assert [e["eval_seed"] for e in entries] == [11, 12, 13]
+    calls.clear()
+    evaluations.main([folder, "--seeds", "12", "--num-eval-batches", "2"])  # another size: evaluated afresh
+    assert calls == [12] and set(pd.read_csv(os.path.join(folder, evaluations.FILE)).eval_seed) == {12}
+
+
+def test_a_kill_keeps_the_seeds_already_evaluated(model, monkeypatch):
+    folder = str(model / "m")
+    real = evaluations.evaluate_once
+
+    def killed_at_22(main, d, seed, *a):
+        if seed == 22:
+            raise KeyboardInterrupt
+        return real(main, d, seed, *a)
+    monkeypatch.setattr(evaluations, "evaluate_once", killed_at_22)
+    with pytest.raises(KeyboardInterrupt):
+        evaluations.main([folder, "--seeds", "21-22", "--num-eval-batches", "1"])
+    assert set(pd.read_csv(os.path.join(folder, evaluations.FILE)).eval_seed) == {21}
+
+
+def test_a_foreign_evaluations_file_is_one_line(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / evaluations.FILE).write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="has no eval_seed column"):
+        evaluations.finished(str(folder), [1], None)
