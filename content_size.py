@@ -4,7 +4,8 @@
 
 Encodes held-out pairs (the simulation: fresh ones; image/text: the test split) and
 writes size_estimates.py's table to <model>/content_size.csv: the TwoNN and canonical-
-correlation upper bounds, MLE and lPCA beside them, and the estimate, the smaller bound.
+correlation upper bounds, MLE and lPCA beside them, the estimate (the smaller bound) and
+the truth: the simulation's --content-n, or image/text's 3 content factors.
 The last line printed is `content size: N`.
 """
 import os
@@ -39,8 +40,10 @@ def simulation_encodings(model_dir, seed, batches, no_cuda):
 
 
 def imgtxt_encodings(model_dir, seed, no_cuda):
-    """{image: ..., text: ...} of the test split (no ground-truth content size: see docs)."""
+    """{image: ..., text: ...} of the test split, and the number of content factors
+    (Multimodal3DIdent.CONTENT_FACTORS: shape and position, all discrete)."""
     import main_imgtxt
+    from datasets import Multimodal3DIdent
     import run
     from utils import get_device
     parent, name = os.path.split(os.path.normpath(model_dir))
@@ -51,7 +54,7 @@ def imgtxt_encodings(model_dir, seed, no_cuda):
     save_dir, saved = run.evaluation_folder(args, main_imgtxt.build_parser(), main_imgtxt.LOADED_ARGS,
                                             check=main_imgtxt.check_args, required=main_imgtxt.PUBLISHED_ARGS)
     _, hz, _, _ = main_imgtxt.encode_splits(args, get_device(no_cuda), save_dir, saved)
-    return hz["test"], None
+    return hz["test"], len(Multimodal3DIdent.CONTENT_FACTORS)
 
 
 def main(argv=None):

@@ -297,6 +297,12 @@ class Multimodal3DIdent(torch.utils.data.Dataset):
         },
     }
 
+    # The content: what the caption states of the image without change. The object's colour
+    # is style: the caption names it from a palette drawn anew per sample, so it changes
+    # between the modalities; the rotations, spotlight and background are image-specific,
+    # the phrasing text-specific.
+    CONTENT_FACTORS = ("object_shape", "object_ypos", "object_xpos")
+
     DISCRETE_FACTORS = {
         "image": {0: "object_shape", 1: "object_ypos", 2: "object_xpos"},
         "text": {0: "object_shape", 1: "object_ypos", 2: "object_xpos",

@@ -66,9 +66,16 @@ def test_image_text_models_are_estimated_per_modality(tmp_path, capsys, monkeypa
                       "--batch-size", "8", "--train-steps", "2", "--hidden-size", "16", "--workers", "0",
                       "--encoding-size", "4"])
     content_size.main([str(tmp_path / "it")])
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("content size: ")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2] == "true content size: 3" and lines[-1].startswith("content size: ")
     table = pd.read_csv(tmp_path / "it" / size_estimates.FILE)
-    assert set(table.encoding) == {"image", "text", "image~text"} and table.truth.isna().all()
+    assert set(table.encoding) == {"image", "text", "image~text"} and (table.truth == 3).all()
+
+
+def test_image_text_content_is_what_both_modalities_state():
+    from datasets import Multimodal3DIdent as M
+    both = set(M.FACTORS["image"].values()) & set(M.FACTORS["text"].values())
+    assert set(M.CONTENT_FACTORS) == both  # the colour differs in name: image hue, text colour index
 
 
 def test_the_evaluation_estimates_it_before_writing_results(tmp_path, capsys):
