@@ -184,7 +184,7 @@ EXPERIMENTS = {e.name: e for e in (
     Experiment("figure3", "Figure 3: image/text with position-dependent colour, by encoding size",
                "Figure 3: image/text, position-dependent colour, prediction performance by encoding size",
                "main_imgtxt.py", tuple((f"enc{size}", {"--encoding-size": size}) for size in ENCODING_SIZES),
-               "imgtxt", paper=FIGURE3, needs_data=True),
+               "imgtxt", paper=FIGURE3, needs_data=True, eval_flags={"--estimate-content-size": True}),
     Experiment("figure5", "Figure 5: multimodal simulation with discrete content, style or modality-specific "
                "latents", "Figure 5: multimodal simulation with discrete latent blocks, nonlinear R² of h1(x1)",
                "main_mlp.py",

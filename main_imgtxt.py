@@ -25,6 +25,7 @@ import metrics
 import probes
 import recipe
 import run
+import size_estimates
 from distributed import DistInfo, sync_batchnorm, wrap_ddp
 from datasets import Multimodal3DIdent, Vocabulary, sequence_length_of, tokenized_split
 from encoders import TEXT_ENCODERS, image_encoder, text_encoder
@@ -82,6 +83,7 @@ def build_parser():
     p.add_argument("--max-sequence-length", type=int, default=128,
                    help="token slots per caption at most, {eos} included (default 128; the "
                         "published captions need at most 32); longer captions are cut")
+    size_estimates.add_argument(p)  # --estimate-content-size
     return p
 
 
@@ -424,6 +426,8 @@ def evaluate(args, device):
     print_args(args)
     print(f"Evaluation seed {seed} (training seed {saved.get('seed')}); device {device}")
     splits, hz, seen, loss = encode_splits(args, device, save_dir, saved)
+    if args.estimate_content_size:  # before results.csv, which marks a finished evaluation
+        size_estimates.write(save_dir, hz["test"], len(Multimodal3DIdent.CONTENT_FACTORS))
 
     rows = []
     for m in MODALITIES:

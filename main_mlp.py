@@ -24,6 +24,7 @@ import partial
 import recipe
 import run
 import settings
+import size_estimates
 import spaces
 import viewspec
 from distributed import DistInfo, local_slice, mean_over_ranks, wrap_ddp
@@ -95,9 +96,7 @@ def build_parser():
     p.add_argument("--num-eval-batches", type=int, default=5)
     p.add_argument("--permuted-content", action="store_true")
     p.add_argument("--mlp-eval", action="store_true")
-    p.add_argument("--estimate-content-size", action="store_true",
-                   help="evaluation: also estimate the content size from the test encodings alone "
-                        "(size_estimates.py; writes content_size.csv)")
+    size_estimates.add_argument(p)  # --estimate-content-size
     p.add_argument("--cpu-generator", action="store_true",
                    help="evaluating a folder of the published scripts without CUDA: state that its "
                         "B and a were drawn on the CPU (it was trained without a GPU)")

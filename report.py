@@ -494,6 +494,31 @@ def factor_is_continuous(runs, modality, factor):
     return False
 
 
+def fig3_sizes(folder, runs):
+    """A table of content_size.py's estimates by encoding size, per modality, where the runs
+    were evaluated with --estimate-content-size; '' where none was."""
+    by_size = {}
+    for name, args, _ in runs:
+        path = os.path.join(folder, name, "content_size.csv")
+        if not os.path.exists(path):
+            continue
+        sizes = pd.read_csv(path)
+        value = sizes.set_index(["estimator", "encoding"])["value"]
+        row = by_size.setdefault(int(args["encoding_size"]), {})
+        for key, got in (("image", value.get(("twonn", "image"))), ("text", value.get(("twonn", "text"))),
+                         ("cca", value.get(("cca", "image~text"))), ("estimate", int(sizes.estimate.iloc[0])),
+                         ("truth", int(sizes.truth.iloc[0]))):
+            row.setdefault(key, []).append(float(got) if key in ("image", "text") else got)
+    if not by_size:
+        return ""
+    rows = [[size, cell(v["image"]), cell(v["text"]), ", ".join(f"{c:g}" for c in v["cca"]),
+             ", ".join(map(str, v["estimate"])), ", ".join(sorted(set(map(str, v["truth"]))))]
+            for size, v in sorted(by_size.items())]
+    return "### content size (content_size.py)\n\n" + markdown_table(
+        ["encoding size", "TwoNN image", "TwoNN text", "canonical correlations >= 0.9 (per seed)",
+         "estimate (per seed)", "content factors"], rows)
+
+
 def plot_fig3(values, path):
     """One panel per modality: performance against encoding size, a line per factor."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
@@ -834,6 +859,15 @@ def build_report(folder, experiment, into=None):
         plot_fig3(values, png)
         legend = ("Cells: ours, mean ± std over seeds; [paper value or range, read off the paper's "
                   "plot]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
+        sizes = fig3_sizes(folder, runs)
+        if sizes:
+            table += "\n\n" + sizes
+            legend += (" Content size: content_size.py's estimate from the test split's encodings "
+                       "(the smaller of the rounded mean TwoNN over the modalities and the count of "
+                       "canonical correlations >= 0.9 between them) against m3di's 3 content factors: "
+                       "object shape, x and y position, all discrete, which the caption states of its "
+                       "image unchanged (the colour is style: the caption names it from a palette "
+                       "drawn anew per sample).")
     shown = SHOWN_SETTINGS.get(record.layout, SHOWN_SETTINGS[kind])
     lines = [f"# {TITLES[experiment]}", "",
              f"{len(runs)} runs with results in `{folder}`. Settings: "

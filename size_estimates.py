@@ -86,6 +86,13 @@ def estimate(encodings, truth=None):
     return table, content_size
 
 
+def add_argument(parser):
+    """--estimate-content-size, an evaluation flag of both entry points."""
+    parser.add_argument("--estimate-content-size", action="store_true",
+                        help="evaluation: also estimate the content size from the test encodings alone "
+                             "(size_estimates.py; writes content_size.csv)")
+
+
 def check_pairs(encodings, where):
     for name, x in encodings.items():
         if x.shape[0] < MIN_PAIRS:

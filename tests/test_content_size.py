@@ -1,4 +1,6 @@
 """content_size.py and size_estimates.py: the intrinsic dimension of the encodings estimates the content size."""
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +72,11 @@ def test_image_text_models_are_estimated_per_modality(tmp_path, capsys, monkeypa
     assert lines[-2] == "true content size: 3" and lines[-1].startswith("content size: ")
     table = pd.read_csv(tmp_path / "it" / size_estimates.FILE)
     assert set(table.encoding) == {"image", "text", "image~text"} and (table.truth == 3).all()
+    # the evaluation's flag estimates from the same test-split encodings
+    os.remove(tmp_path / "it" / size_estimates.FILE)
+    main_imgtxt.main(["--datapath", data, "--model-dir", str(tmp_path), "--model-id", "it", "--evaluate",
+                      "--load-args", "--workers", "0", "--estimate-content-size"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "it" / size_estimates.FILE), table)
 
 
 def test_image_text_content_is_what_both_modalities_state():

@@ -163,7 +163,21 @@ def test_figure3_table_and_plot(tmp_path):
     assert color[1:4] == ["R²", "0.60 ± 0.14", "n/a [0.92–0.99]"] and color[5] == "0.95 [0.92–0.99]"
     assert table_row(text, "| object_shape |")[2] == "0.15 ± 0.07 [0.18]"
     assert table_row(text, "| text_phrasing |")[2] == "n/a [0.49–0.78]"
+    assert "content size" not in md  # no run was evaluated with --estimate-content-size
     assert_png(folder / "figure3.png")
+
+
+def test_figure3_content_size_table(tmp_path):
+    folder = tmp_path / "figure3"
+    for size, seed, twonn, cca, estimate in ((1, 0, 1.2, 1, 1), (1, 1, 0.8, 1, 1), (4, 0, 3.9, 3, 3)):
+        imgtxt_run(folder, size, seed, 0.5, 0.5)
+        pd.DataFrame([("twonn", "image", twonn), ("twonn", "text", twonn + 1), ("mle", "image", 9.0),
+                      ("cca", "image~text", cca)], columns=["estimator", "encoding", "value"]).assign(
+            estimate=estimate, truth=3).to_csv(folder / f"enc{size}_s{seed}" / "content_size.csv", index=False)
+    table = report.build_report(str(folder), "figure3")[0]
+    sizes = table.split("### content size")[1]
+    assert table_row(sizes, "| 1 |") == ["1", "1.00 ± 0.28", "2.00 ± 0.28", "1, 1", "1, 1", "3"]
+    assert table_row(sizes, "| 4 |") == ["4", "3.90", "4.90", "3", "3", "3"]
 
 
 def test_cli_all_and_errors(tmp_path, capsys):
