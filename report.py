@@ -494,21 +494,21 @@ def factor_is_continuous(runs, modality, factor):
     return False
 
 
-def fig3_sizes(folder, runs):
+def fig3_sizes(folder, runs, notes):
     """A table of content_size.py's estimates by encoding size, per modality, where the runs
     were evaluated with --estimate-content-size; '' where none was."""
     by_size = {}
     for name, args, _ in runs:
-        path = os.path.join(folder, name, "content_size.csv")
-        if not os.path.exists(path):
+        sizes = read_sizes(folder, name, notes, missing_ok=True)
+        if sizes is None:
             continue
-        sizes = pd.read_csv(path)
-        value = sizes.set_index(["estimator", "encoding"])["value"]
+        value = sizes.set_index(["estimator", "encoding"])["value"].to_dict()
         row = by_size.setdefault(int(args["encoding_size"]), {})
-        for key, got in (("image", value.get(("twonn", "image"))), ("text", value.get(("twonn", "text"))),
-                         ("cca", value.get(("cca", "image~text"))), ("estimate", int(sizes.estimate.iloc[0])),
-                         ("truth", int(sizes.truth.iloc[0]))):
-            row.setdefault(key, []).append(float(got) if key in ("image", "text") else got)
+        for key, got in (("image", value.get(("twonn", "image"), math.nan)),
+                         ("text", value.get(("twonn", "text"), math.nan)),
+                         ("cca", value.get(("cca", "image~text"), math.nan)),
+                         ("estimate", int(sizes.estimate.iloc[0])), ("truth", int(sizes.truth.iloc[0]))):
+            row.setdefault(key, []).append(got)
     if not by_size:
         return ""
     rows = [[size, cell(v["image"]), cell(v["text"]), ", ".join(f"{c:g}" for c in v["cca"]),
@@ -613,13 +613,11 @@ def size_values(folder, runs, notes):
     content_size runs (content_size.csv and results.csv of each)."""
     table = {}
     for name, args, results in runs:
-        try:
-            sizes = pd.read_csv(os.path.join(folder, name, "content_size.csv"))
-            estimate, truth = int(sizes.estimate.iloc[0]), int(sizes.truth.iloc[0])
-            twonn = float(pd.to_numeric(sizes[sizes.estimator == "twonn"].value).mean())
-        except (OSError, ValueError, KeyError, AttributeError, IndexError, pd.errors.ParserError) as err:
-            notes.append(f"{name}: no readable content_size.csv ({str(err).splitlines()[0][:80]}), left out")
+        sizes = read_sizes(folder, name, notes)
+        if sizes is None:
             continue
+        estimate, truth = int(sizes.estimate.iloc[0]), int(sizes.truth.iloc[0])
+        twonn = float(sizes[sizes.estimator == "twonn"].value.mean())
         hz1 = results[results["encoding"] == "hz1"].set_index("predicted_factors")["r2_nonlinear"]
         row = table.setdefault(row_name(name), {"encoding_size": args.get("encoding_size"),
                                                 "learn_tau": bool(args.get("learn_tau"))})
@@ -629,6 +627,21 @@ def size_values(folder, runs, notes):
         if row["learn_tau"]:
             row.setdefault("tau_end", []).append(final_tau(os.path.join(folder, name)))
     return table
+
+
+def read_sizes(folder, name, notes, missing_ok=False):
+    """A run's content_size.csv (estimator, encoding, value, estimate, truth), or None with a note."""
+    path = os.path.join(folder, name, "content_size.csv")
+    if missing_ok and not os.path.exists(path):
+        return None
+    try:
+        sizes = pd.read_csv(path)
+        sizes["value"] = pd.to_numeric(sizes["value"])
+        int(sizes.estimate.iloc[0]), int(sizes.truth.iloc[0])
+        return sizes
+    except (OSError, ValueError, KeyError, AttributeError, IndexError, pd.errors.ParserError) as err:
+        notes.append(f"{name}: no readable content_size.csv ({str(err).splitlines()[0][:80]}), left out")
+        return None
 
 
 def final_tau(run_folder):
@@ -859,7 +872,7 @@ def build_report(folder, experiment, into=None):
         plot_fig3(values, png)
         legend = ("Cells: ours, mean ± std over seeds; [paper value or range, read off the paper's "
                   "plot]. Discrete factors: MLP accuracy; continuous: kernel-ridge R².")
-        sizes = fig3_sizes(folder, runs)
+        sizes = fig3_sizes(folder, runs, notes)
         if sizes:
             table += "\n\n" + sizes
             legend += (" Content size: content_size.py's estimate from the test split's encodings "

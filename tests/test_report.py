@@ -178,6 +178,10 @@ def test_figure3_content_size_table(tmp_path):
     sizes = table.split("### content size")[1]
     assert table_row(sizes, "| 1 |") == ["1", "1.00 ± 0.28", "2.00 ± 0.28", "1, 1", "1, 1", "3"]
     assert table_row(sizes, "| 4 |") == ["4", "3.90", "4.90", "3", "3", "3"]
+    (folder / "enc4_s0" / "content_size.csv").write_text("estimator,value\nx,\n")  # no estimate column
+    table = report.build_report(str(folder), "figure3")[0]
+    assert "| 4 |" not in table.split("### content size")[1]
+    assert "enc4_s0: no readable content_size.csv" in (folder / "report.md").read_text()
 
 
 def test_cli_all_and_errors(tmp_path, capsys):
