@@ -196,11 +196,18 @@ def test_image_text_resume_after_sigkill(tmp_path):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+# The quick recipe (bf16, cosine schedule with warm-up, kaiming init) with content-dependent style:
+# the settings of the runner's long grids, which are stopped and resumed across sessions.
+RECIPE = ["--precision", "bf16", "--lr", "0.001", "--lr-schedule", "cosine", "--warmup-steps", "100",
+          "--encoder-init", "kaiming", "--style-change-prob", "0.75", "--content-dependent-style"]
+
+
 @pytest.mark.slow
-def test_stop_signal_checkpoints_the_current_step(tmp_path):
+@pytest.mark.parametrize("recipe", [[], RECIPE], ids=["defaults", "quick_recipe"])
+def test_stop_signal_checkpoints_the_current_step(tmp_path, recipe):
     """SLURM's warning (SIGUSR2; SIGTERM takes the same path) between two checkpoints loses no
     steps: the training saves where it is, and --resume ends where an uninterrupted run ends."""
-    steps = ["--batch-size", "16", "--train-steps", "2000", "--log-steps", "2000"]  # one checkpoint: the last
+    steps = ["--batch-size", "16", "--train-steps", "2000", "--log-steps", "2000", *recipe]  # one checkpoint: the last
     finish(mlp("--model-dir", str(tmp_path), "--model-id", "whole", *TINY, *steps))
     proc = mlp("--model-dir", str(tmp_path), "--model-id", "cut", *TINY, *steps)
     deadline = time.time() + 120
