@@ -1,6 +1,7 @@
 """Where a run's numbers came from: provenance.json in its model folder.
 
-    {"training":   [one entry per segment: a first training, then each --resume],
+    {"training":   [one entry per segment: a first training, then each --resume; a segment
+                    ended by a stop signal or Ctrl-C says "stopped": true],
      "evaluation": the entry of the evaluation behind results.csv}
 
 Each entry names the code (commit, and whether tracked files differed from it),

@@ -28,6 +28,7 @@ import sys
 import threading
 import uuid
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 
@@ -132,10 +133,16 @@ def training_folder(args, parser, info, given, encoder_files, check=None, own=RE
             raise UserError(f"--batch-size {args.batch_size} must be divisible by the "
                             f"{info.world_size} processes")
         barrier(info)  # every rank has checked the folder before rank 0 fills it
-        yield save_dir
+        record = partial(provenance.record_training, save_dir, device_for(info, args.no_cuda), info.world_size,
+                         train_steps=args.train_steps, resumed=args.resume)
+        try:
+            yield save_dir
+        except KeyboardInterrupt:  # a stop signal or Ctrl-C: the segment's time still counts
+            if info.is_main and os.path.isdir(save_dir):
+                record(stopped=True)
+            raise
         if info.is_main:  # under the lock, once the segment has trained to its last step
-            provenance.record_training(save_dir, device_for(info, args.no_cuda), info.world_size,
-                                       train_steps=args.train_steps, resumed=args.resume)
+            record()
 
 
 def save_checkpoint(save_dir, step, modules, optimizer, **extra):

@@ -37,6 +37,24 @@ def test_training_segments_and_evaluation_are_recorded(tmp_path):
     assert record["evaluation"]["command"][1:] == common + ["--seed", "1", "--evaluate"]
 
 
+def test_a_stopped_segment_is_recorded_with_its_time(tmp_path, monkeypatch):
+    import contextlib
+    import signal
+
+    import pytest
+
+    import run
+    common = ["--model-dir", str(tmp_path), "--model-id", "m", *TINY]
+    with monkeypatch.context() as m:  # a stop signal that arrived before the first step
+        m.setattr(run, "stop_signals", lambda: contextlib.nullcontext([signal.SIGTERM]))
+        with pytest.raises(KeyboardInterrupt):
+            main_mlp.main(common + ["--seed", "0", "--train-steps", "4", "--log-steps", "2"])
+    main_mlp.main(common + ["--resume"])
+    stopped, finished = read(tmp_path / "m")["training"]
+    assert stopped["stopped"] is True and stopped["wall_s"] > 0 and stopped["resumed"] is False
+    assert "stopped" not in finished and finished["resumed"] is True
+
+
 def test_no_git_gives_no_commit(monkeypatch, tmp_path):
     monkeypatch.setattr(provenance, "REPO", str(tmp_path))  # not a repository
     assert provenance.code_version() == {"commit": None, "modified": None}
