@@ -152,7 +152,8 @@ def provenance_line(path):
     evaluations = [r["evaluation"] for r in records if "evaluation" in r]
     if not evaluations:
         raise UserError(f"{path}: no provenance.json with an evaluation: not a records folder of this project")
-    entries = trainings + evaluations
+    seeded = [e for r in records for e in r.get("evaluations", [])]  # evaluations.py's seeds
+    entries = trainings + evaluations + seeded
     commits = sorted({e["commit"][:7] + ("+modified" if e.get("modified") else "") for e in entries if e.get("commit")})
     machines = sorted({f"{e['device']}, {e['threads']} thread{'s' * (e['threads'] != 1)}" for e in entries})
     dates = sorted(e["started"][:10] for e in entries if e.get("started"))
@@ -165,6 +166,9 @@ def provenance_line(path):
                      f"({sum(per_model) / 3600:.2f} h in all)" if len(per_model) > 1
                      else f"training {minutes(per_model[0])} min")
     parts.append(f"evaluation {minutes(sum(e['wall_s'] for e in evaluations))} min in all")
+    if seeded:
+        parts.append(f"{len(seeded)} more evaluation{'s' * (len(seeded) != 1)} over evaluation seeds "
+                     f"(evaluations.py) {minutes(sum(e['wall_s'] for e in seeded))} min in all")
     return ", ".join(parts) + "."
 
 

@@ -54,6 +54,18 @@ def test_provenance_line_names_commit_machine_and_times(records):
     assert record["evaluation"]["started"][:10] in line and "training " in line and line.endswith(" min in all.")
 
 
+def test_provenance_line_counts_evaluations_over_seeds(records, tmp_path):
+    import shutil
+    folder = tmp_path / "m"
+    shutil.copytree(records / "results" / "demo" / "mlp", folder)
+    record = json.loads((folder / "provenance.json").read_text())
+    seeded = {**record["evaluation"], "commit": "abcdef1" + "0" * 33, "modified": False}
+    record["evaluations"] = [{**seeded, "eval_seed": 101, "wall_s": 60.0}, {**seeded, "eval_seed": 102, "wall_s": 120.0}]
+    (folder / "provenance.json").write_text(json.dumps(record))
+    line = documents.provenance_line(str(folder))
+    assert "abcdef1" in line and line.endswith(", 2 more evaluations over evaluation seeds (evaluations.py) 3.0 min in all.")
+
+
 def test_errors_are_one_line(records, tmp_path):
     with pytest.raises(UserError, match="records folder not found: results/none"):
         documents.render("<!-- records: model results/none -->\n<!-- /records -->", root=str(records))
