@@ -9,8 +9,8 @@ The model folder then holds evaluations.csv: every results.csv row with its
 eval_seed, and provenance.json an "evaluations" list with each evaluation's
 entry. Both are rewritten after each seed, so a rerun of the same command after
 a kill keeps the seeds already evaluated at the same --num-eval-batches and
-evaluates only the rest. The printed table gives, per row, the mean, sample standard deviation,
-minimum and maximum over the seeds. The model's own results.csv is not changed.
+evaluates only the rest. The printed table gives, per row, the mean, sample
+standard deviation, minimum and maximum over the seeds. The model's own results.csv is not changed.
 
 Each evaluation runs in a scratch folder that links the model's files, so the
 model folder is only read until evaluations.csv is written.
@@ -104,14 +104,16 @@ def main(argv=None):
              *(["--datapath", args.datapath or saved["datapath"]] if "datapath" in saved else [])]
     main = entry_point(saved)
     tables, entries = finished(args.model, seeds, args.num_eval_batches)
+    if len(tables) == len(seeds):  # nothing to evaluate: the file keeps the asked seeds only
+        write(args.model, [tables[s] for s in seeds], [entries[s] for s in seeds])
     with tempfile.TemporaryDirectory(prefix="evaluations.") as scratch_root:
         for seed in seeds:
             if seed in tables:
                 print(f"evaluation seed {seed}: kept from {os.path.join(args.model, FILE)}")
                 continue
             tables[seed], entries[seed] = evaluate_once(main, args.model, seed, extra, scratch_root)
-            write(args.model, [tables[s] for s in seeds if s in tables], [entries[s] for s in seeds if s in entries])
-    write(args.model, [tables[s] for s in seeds], [entries[s] for s in seeds])  # drops seeds not asked for
+            done = [s for s in seeds if s in tables]  # the asked seeds only, in their order
+            write(args.model, [tables[s] for s in done], [entries[s] for s in done])
     table = pd.concat([tables[s] for s in seeds], ignore_index=True)
     print(f"Over evaluation seeds {', '.join(map(str, seeds))} (mean, std, min, max):")
     print(summary(table).to_string(index=False, float_format=lambda x: f"{x:.4f}"))

@@ -629,6 +629,11 @@ def size_values(folder, runs, notes):
     return table
 
 
+# How content_size.py estimates, as both content-size tables' legends state it.
+ESTIMATE_RULE = ("content_size.py: the smaller of the rounded mean TwoNN intrinsic dimension and the "
+                 "count of canonical correlations >= 0.9 between the views' test encodings")
+
+
 def read_sizes(folder, name, notes, missing_ok=False):
     """A run's content_size.csv (estimator, encoding, value, estimate, truth), or None with a note."""
     path = os.path.join(folder, name, "content_size.csv")
@@ -840,9 +845,7 @@ def build_report(folder, experiment, into=None):
         table = size_report(folder, runs, notes, png)
         legend = ("Each row: one setting, encoding size and temperature (fixed --tau, or learned with "
                   "--learn-tau from --tau; 'ends' gives its value at the last logged step, mean ± std "
-                  "over seeds). The estimate (content_size.py: the smaller of the rounded mean TwoNN "
-                  "intrinsic dimension and the count of canonical correlations >= 0.9 between the "
-                  "views' test encodings) of each seed, the true content size, the "
+                  f"over seeds). The estimate ({ESTIMATE_RULE}) of each seed, the true content size, the "
                   "mean TwoNN value, and the nonlinear R² of content, style and m_1 from hz1 (mean ± "
                   "std over seeds). Not in the paper, so there is no paper column.")
     elif record.layout == "views":
@@ -875,9 +878,8 @@ def build_report(folder, experiment, into=None):
         sizes = fig3_sizes(folder, runs, notes)
         if sizes:
             table += "\n\n" + sizes
-            legend += (" Content size: content_size.py's estimate from the test split's encodings "
-                       "(the smaller of the rounded mean TwoNN over the modalities and the count of "
-                       "canonical correlations >= 0.9 between them) against m3di's 3 content factors: "
+            legend += (f" Content size: the estimate ({ESTIMATE_RULE}, here the image and text "
+                       "encodings) against m3di's 3 content factors: "
                        "object shape, x and y position, all discrete, which the caption states of its "
                        "image unchanged (the colour is style: the caption names it from a palette "
                        "drawn anew per sample).")
